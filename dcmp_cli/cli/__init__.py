@@ -1,0 +1,1 @@
+"""The `dcmp` command line (Typer + rich). Nothing below this package imports either."""

@@ -1,0 +1,45 @@
+"""The `dcmp` Typer application: one sub-command per module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dcmp_cli import __version__
+from dcmp_cli.cli.dehaze import dehaze_cli
+from dcmp_cli.cli.depth import depth_cli
+from dcmp_cli.cli.info import info_cli
+
+app = typer.Typer(
+    name="dcmp",
+    help="Dehaze photos and videos with DCMPNet (CVPR 2024), evaluate and train dehazing models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dcmp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Dehaze photos and videos with DCMPNet (CVPR 2024), evaluate and train dehazing models."""
+
+
+app.command("dehaze")(dehaze_cli)
+app.command("depth")(depth_cli)
+app.command("info")(info_cli)
+
+
+def main() -> None:
+    app()

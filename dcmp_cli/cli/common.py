@@ -1,0 +1,213 @@
+"""Pieces every command shares: consoles, option types, error exits, result rendering."""
+
+from __future__ import annotations
+
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, NoReturn, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dcmp_cli.core.batch import BatchEvents, BatchSummary, ItemResult
+
+#: Exit codes: 0 all good; 1 some inputs failed; 2 unusable options, weights, device or input.
+EXIT_FAILED_ITEMS = 1
+EXIT_USAGE = 2
+
+
+@lru_cache(maxsize=1)
+def err_console() -> Console:
+    """Messages, progress and tables go to stderr; stdout is kept for --json and `-` output."""
+    return Console(stderr=True, highlight=False)
+
+
+@lru_cache(maxsize=1)
+def out_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Prints ``error: message`` (one line) and exits with ``code``."""
+    err_console().print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def note(message: str) -> None:
+    """A one-line notice on stderr."""
+    err_console().print(f"[dim]note:[/] {message}", markup=True, soft_wrap=True)
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+DeviceOption = Annotated[
+    str, typer.Option("--device", "-d", help="Where the network runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
+]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32, or fp16 / bf16 mixed precision (GPU; bf16 also on CPU). Global statistics stay fp32.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+
+
+def weights_option(kind_word: str, env: str) -> object:
+    return typer.Option(
+        "--weights",
+        "-w",
+        help=f"{kind_word} checkpoint: the authors' .pth, a state dict, or a dcmp .safetensors. "
+        f"Default: ${env}, then ./weights and ~/.local/share/dcmp/weights (see `dcmp info --help`).",
+        show_default=False,
+    )
+
+
+OptionalPath = Optional[Path]
+
+
+class RichBatchEvents(BatchEvents):
+    """Renders batch progress with rich: one bar for the batch, one for tiles of the current image.
+
+    Silent when stderr is not a terminal (batch jobs, pipes).
+    """
+
+    def __init__(self, label: str, enabled: bool | None = None) -> None:
+        console = err_console()
+        self.enabled = console.is_terminal if enabled is None else enabled
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not self.enabled,
+            transient=False,
+        )
+        self.label = label
+        self.batch: TaskID | None = None
+        self.tiles: TaskID | None = None
+
+    def __enter__(self) -> "RichBatchEvents":
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+    def batch_started(self, total: int) -> None:
+        self.batch = self.progress.add_task(self.label, total=total)
+
+    def item_started(self, source: Path) -> None:
+        if self.tiles is not None:
+            self.progress.remove_task(self.tiles)
+            self.tiles = None
+        if self.batch is not None:
+            self.progress.update(self.batch, description=f"{self.label} {source.name}")
+
+    def item_progress(self, done: int, total: int) -> None:
+        if total <= 1:
+            return
+        if self.tiles is None:
+            self.tiles = self.progress.add_task("  tiles", total=total)
+        self.progress.update(self.tiles, completed=done, total=total)
+
+    def item_finished(self, result: ItemResult) -> None:
+        if self.batch is not None:
+            self.progress.advance(self.batch)
+        if result.status == "failed":
+            self.progress.console.print(f"[red]failed[/] {result.input}: {result.reason}", soft_wrap=True)
+
+
+def render_summary(summary: BatchSummary, title: str) -> None:
+    """A table of counts, then one line per failed or ignored input, on stderr."""
+    console = err_console()
+    table = Table(title=title, show_header=True, header_style="bold")
+    for column in ("done", "skipped", "failed", "ignored", "seconds"):
+        table.add_column(column, justify="right")
+    seconds = sum(r.seconds for r in summary.results)
+    table.add_row(
+        *(str(summary.count(s)) for s in ("done", "skipped", "failed", "ignored")),  # type: ignore[arg-type]
+        f"{seconds:.1f}",
+    )
+    console.print(table)
+    for result in summary.failed:
+        console.print(f"[red]failed[/] {result.input}: {result.reason}", soft_wrap=True)
+    ignored = [r.input.name for r in summary.results if r.status == "ignored"]
+    if ignored:
+        shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+        console.print(f"[yellow]ignored[/] {len(ignored)} non-image file(s): {shown}", soft_wrap=True)
+
+
+def summary_json(summary: BatchSummary, **extra: object) -> dict:
+    counts = {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")}  # type: ignore[arg-type]
+    return {**extra, "counts": counts, "files": [r.as_dict() for r in summary.results]}
+
+
+def resolve_weights(kind: str, weights: Path | None, required: bool = True) -> Path | None:
+    """``--weights`` or the default checkpoint for ``kind``; exits with a hint when required and absent."""
+    from dcmp_cli.core.weights import WeightsNotFound, find_default_weights, missing_weights_hint
+
+    if weights is not None:
+        return weights
+    try:
+        found = find_default_weights(kind)  # type: ignore[arg-type]
+    except WeightsNotFound as e:
+        fail(str(e))
+    if found is None and required:
+        fail(missing_weights_hint(kind))  # type: ignore[arg-type]
+    return found
+
+
+def load_predictor(kind: str, weights: Path, device: str, precision: str):
+    """Builds the dehaze or depth predictor, turning every setup problem into a one-line exit."""
+    from dcmp_cli.core.checkpoint import CheckpointError
+    from dcmp_cli.core.device import DeviceError, resolve_device
+    from dcmp_cli.core.predictor import DehazePredictor, DepthPredictor
+
+    cls = DehazePredictor if kind == "dehaze" else DepthPredictor
+    try:
+        torch_device = resolve_device(device)
+        return cls.from_checkpoint(weights, torch_device, precision)  # type: ignore[arg-type]
+    except (CheckpointError, DeviceError) as e:
+        fail(str(e))
+
+
+METHODS = ("auto", "dcmp", "dcp")
+MethodOption = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        "-m",
+        help="dcmp (DCMPNet, needs weights), dcp (dark channel prior, no weights), or auto: dcmp when "
+        "weights are found, else dcp.",
+    ),
+]
+
+
+def select_dehazer(method: str, weights: Path | None, device: str, precision: str, quiet: bool = False):
+    """Returns (image model, {'method': ..., 'weights': ...}) for --method, announcing auto's choice."""
+    from dcmp_cli.core.predictor import PriorDehazer
+
+    if method not in METHODS:
+        fail(f"unknown --method {method!r}; choose auto, dcmp or dcp")
+    if method == "dcp":
+        return PriorDehazer(), {"method": "dcp", "weights": None}
+    checkpoint = resolve_weights("dehaze", weights, required=method == "dcmp")
+    if checkpoint is None:
+        if not quiet:
+            note("no DCMPNet weights found: using the dark channel prior (--method dcp); "
+                 "pass --weights or see weights/README.md for DCMPNet")
+        return PriorDehazer(), {"method": "dcp", "weights": None}
+    predictor = load_predictor("dehaze", checkpoint, device, precision)
+    if method == "auto" and not quiet:
+        note(f"using DCMPNet weights {checkpoint} on {predictor.device}")
+    return predictor, {"method": "dcmp", "weights": str(checkpoint)}

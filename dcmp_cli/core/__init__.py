@@ -1,0 +1,1 @@
+"""Device and precision choice, checkpoints, tiled inference and the shared predictors."""

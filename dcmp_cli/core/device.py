@@ -1,0 +1,73 @@
+"""Choice of device and numeric precision."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import ContextManager, Literal
+
+import torch
+
+Precision = Literal["fp32", "fp16", "bf16"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")
+_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class DeviceError(ValueError):
+    """The requested device or precision cannot be used here."""
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """Turns ``auto|cpu|cuda|cuda:N|mps`` into a usable :class:`torch.device`.
+
+    ``auto`` picks CUDA, then Apple MPS, then the CPU.
+    """
+    spec = spec.strip().lower()
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not _mps_available():
+            raise DeviceError("Apple MPS is not available on this machine; use --device cpu or auto")
+        return torch.device("mps")
+    m = re.fullmatch(r"cuda(?::(\d+))?", spec)
+    if m:
+        if not torch.cuda.is_available():
+            build = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise DeviceError(f"--device {spec}: {build}; use --device cpu or auto")
+        index = int(m.group(1) or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0 … "
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
+        return torch.device("cuda", index)
+    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def check_precision(precision: str, device: torch.device) -> Precision:
+    """Validates a precision for a device: fp16 needs a GPU; bf16 runs on CUDA, MPS and CPU."""
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}; use fp32, fp16 or bf16")
+    if precision == "fp16" and device.type == "cpu":
+        raise DeviceError("fp16 is for GPUs; on the CPU use --precision fp32 or bf16")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise DeviceError("this GPU does not support bf16; use --precision fp16 or fp32")
+    return precision  # type: ignore[return-value]
+
+
+def autocast(device: torch.device, precision: Precision) -> ContextManager:
+    """Mixed-precision context for ``precision`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])

@@ -1,0 +1,1 @@
+"""Image and video I/O, dataset layouts, haze synthesis and augmentation."""
