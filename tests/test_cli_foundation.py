@@ -64,13 +64,22 @@ def test_dehaze_folder_keeps_names_and_sizes(isolated, tiny_dehaze_ckpt):
         assert not np.array_equal(out.rgb, read_image(inputs / name).rgb)
 
 
-def test_dehaze_without_weights_says_how_to_get_them(isolated):
+def test_dcmp_method_without_weights_says_how_to_get_them(isolated):
     inputs = _hazy_folder(isolated / "in")
-    result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out"), "--tile", "0"])
-    assert result.exit_code != 0
+    result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out"), "--method", "dcmp", "--tile", "0"])
+    assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "no dehazing weights found" in lines[0] and "--weights" in lines[0]
     assert not (isolated / "out").exists()
+
+
+def test_auto_method_without_weights_uses_the_prior_and_says_so(isolated):
+    inputs = _hazy_folder(isolated / "in")
+    result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out")])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "dark channel prior" in notes[0]
+    assert sorted(p.name for p in (isolated / "out").iterdir()) == ["img0.png", "img1.png"]
 
 
 def test_default_weights_from_environment_and_weights_dir(isolated, tiny_dehaze_ckpt, monkeypatch):
