@@ -7,6 +7,7 @@ one place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ from dcmp_cli.core.batch import ProgressFn
 from dcmp_cli.core.checkpoint import Checkpoint, read_checkpoint
 from dcmp_cli.core.device import Precision, autocast, check_precision
 from dcmp_cli.core.value_range import from_network_range, to_network_range
+from dcmp_cli.models.global_stats import StatsPolicy, global_statistics
 from dcmp_cli.models.registry import Kind
 from dcmp_cli.prior import DarkChannelPrior, depth_from_transmission
 
@@ -32,6 +34,10 @@ def pad_to_min_side(x: torch.Tensor, min_side: int = MIN_NETWORK_SIDE) -> tuple[
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x, h, w
+
+
+def _maybe_stats(model: nn.Module, stats: StatsPolicy | None):
+    return global_statistics(model, stats) if stats is not None else contextlib.nullcontext()
 
 
 class Predictor:
@@ -78,12 +84,18 @@ class Predictor:
         raise NotImplementedError
 
     @torch.inference_mode()
-    def __call__(self, image: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
-        """(B, 3, H, W) [0, 1] image, anywhere -> (B, C_out, H, W) float32 on the CPU."""
+    def __call__(
+        self, image: torch.Tensor, progress: ProgressFn | None = None, stats: StatsPolicy | None = None
+    ) -> torch.Tensor:
+        """(B, 3, H, W) [0, 1] image, anywhere -> (B, C_out, H, W) float32 on the CPU.
+
+        ``stats``: a policy for the network's image-global statistics (e.g.
+        :class:`~dcmp_cli.models.global_stats.SmoothedStats` across video frames).
+        """
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) image tensor, got shape {tuple(image.shape)}")
         x, h, w = pad_to_min_side(to_network_range(image.to(self.device, torch.float32)))
-        with autocast(self.device, self.precision):
+        with autocast(self.device, self.precision), _maybe_stats(self.model, stats):
             y = self.network(x)
         return self._finish(y.float()[:, :, :h, :w]).cpu()
 

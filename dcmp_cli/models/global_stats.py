@@ -67,6 +67,33 @@ class ReplayStats(StatsPolicy):
             ) from None
 
 
+class SmoothedStats(StatsPolicy):
+    """Exponential moving average of every statistic over successive calls (video frames).
+
+    Each statistic used is ``momentum · previous + (1 − momentum) · current``; the first
+    call (and the first after :meth:`reset`, e.g. at a scene cut) uses the current value.
+    ``momentum`` 0 disables smoothing. Statistics with a batch dimension > 1 are not
+    smoothed across the batch; run one frame per call.
+    """
+
+    def __init__(self, momentum: float = 0.8) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.momentum = momentum
+        self.state: dict[str, StatTuple] = {}
+
+    def reset(self) -> None:
+        self.state.clear()
+
+    def resolve(self, key: str, compute: Callable[[], StatTuple]) -> StatTuple:
+        current = tuple(v.detach() for v in compute())
+        previous = self.state.get(key)
+        if previous is not None and self.momentum > 0 and all(p.shape == c.shape for p, c in zip(previous, current)):
+            current = tuple(self.momentum * p + (1.0 - self.momentum) * c for p, c in zip(previous, current))
+        self.state[key] = current
+        return current
+
+
 class GlobalStatsModule(nn.Module):
     """Base for layers whose output depends on statistics of the whole image."""
 
