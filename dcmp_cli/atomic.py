@@ -8,6 +8,7 @@ libraries choosing a format by extension still work) and removed on failure.
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from contextlib import contextmanager
@@ -41,7 +42,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def is_temporary_output(path: str | os.PathLike) -> bool:
-    """True for names :func:`atomic_output` gives its temporary files."""
-    name = Path(path).name
-    return name.startswith(".") and ".tmp" in name
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to ``path`` atomically."""
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Deletes temporary files an earlier, killed run left for ``path``; returns them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    stale = [p for p in path.parent.glob(f".{glob.escape(path.stem)}.*.tmp{glob.escape(path.suffix)}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

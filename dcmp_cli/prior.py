@@ -11,7 +11,8 @@ In haze-free outdoor patches at least one colour channel is nearly black, so the
 3. transmission: ``t = 1 − ω·dark(I / A)`` with ω = 0.95 (keeps a trace of haze for depth
    perception);
 4. refinement: a guided filter (He, Sun, Tang, ECCV 2010) with the grey input as guide,
-   radius ≈ 1/20 of the shorter side (at least 8), ε = 1e-3;
+   radius ≈ 1/20 of the shorter side (at least 8), ε = 1e-3, computed on a copy
+   subsampled by radius // 8 (the fast guided filter);
 5. recovery: ``J = (I − A) / max(t, t₀) + A`` with t₀ = 0.1.
 
 Images are float32 (H, W, 3) RGB arrays in [0, 1]; everything runs in OpenCV/NumPy.
@@ -25,9 +26,21 @@ import cv2
 import numpy as np
 
 
+def _channel_min(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W) minimum over channels (OpenCV reduction: fast on large images)."""
+    h, w, c = image.shape
+    return cv2.reduce(np.ascontiguousarray(image).reshape(-1, c), 1, cv2.REDUCE_MIN).reshape(h, w)
+
+
 @dataclass(frozen=True)
 class DarkChannelPrior:
-    """Parameters of the dark channel prior; defaults are He et al.'s."""
+    """Parameters of the dark channel prior; defaults are He et al.'s.
+
+    Implementation notes: the patch minimum commutes with the channel minimum and with
+    per-channel scaling by 1/A, so one 3-channel erosion serves both the dark channel
+    and dark(I / A). The guided filter runs on a copy subsampled by ``radius // 8``
+    (He & Sun's fast guided filter, 2015) when the radius is large.
+    """
 
     patch: int = 15
     top_fraction: float = 0.001
@@ -36,10 +49,14 @@ class DarkChannelPrior:
     guided_radius: int | None = None
     guided_eps: float = 1e-3
 
+    def patch_minimum(self, image: np.ndarray) -> np.ndarray:
+        """Per-channel ``patch``×``patch`` minimum filter of (H, W, C)."""
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (self.patch, self.patch))
+        return cv2.erode(np.ascontiguousarray(image), kernel, borderType=cv2.BORDER_REPLICATE)
+
     def dark_channel(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) -> (H, W) minimum over channels and a patch."""
-        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (self.patch, self.patch))
-        return cv2.erode(np.ascontiguousarray(image.min(axis=2)), kernel, borderType=cv2.BORDER_REPLICATE)
+        return _channel_min(self.patch_minimum(image))
 
     def airlight(self, image: np.ndarray, dark: np.ndarray | None = None) -> np.ndarray:
         """RGB airlight (3,): the input's mean over the brightest ``top_fraction`` of the dark channel."""
@@ -49,20 +66,26 @@ class DarkChannelPrior:
         brightest = np.argpartition(flat, flat.size - count)[flat.size - count :]
         return image.reshape(-1, 3)[brightest].mean(axis=0).astype(np.float32)
 
-    def raw_transmission(self, image: np.ndarray, airlight: np.ndarray) -> np.ndarray:
-        """Unrefined t = 1 − ω·dark(I / A), (H, W)."""
-        normalised = image / np.maximum(airlight.reshape(1, 1, 3), 1e-6)
-        return 1.0 - self.omega * self.dark_channel(normalised.astype(np.float32))
+    def raw_transmission(self, image: np.ndarray, airlight: np.ndarray, eroded: np.ndarray | None = None) -> np.ndarray:
+        """Unrefined t = 1 − ω·dark(I / A), (H, W). ``eroded``: a precomputed :meth:`patch_minimum`."""
+        eroded = self.patch_minimum(image) if eroded is None else eroded
+        scale = np.diag(1.0 / np.maximum(np.asarray(airlight, np.float32), 1e-6)).astype(np.float32)
+        dark = _channel_min(cv2.transform(eroded, scale))
+        return 1.0 - self.omega * dark
 
     def radius(self, height: int, width: int) -> int:
         return self.guided_radius or max(8, round(min(height, width) / 20))
 
+    def refine(self, image: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """Guided-filter refinement of a raw transmission, clipped to [0, 1]."""
+        guide = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+        radius = self.radius(*raw.shape)
+        refined = guided_filter(guide, raw, radius, self.guided_eps, subsample=max(1, radius // 8))
+        return np.clip(refined, 0.0, 1.0, out=refined)
+
     def transmission(self, image: np.ndarray, airlight: np.ndarray) -> np.ndarray:
         """Guided-filter-refined transmission (H, W) in [0, 1]."""
-        raw = self.raw_transmission(image, airlight)
-        guide = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        refined = guided_filter(guide, raw, self.radius(*raw.shape), self.guided_eps)
-        return np.clip(refined, 0.0, 1.0)
+        return self.refine(image, self.raw_transmission(image, airlight))
 
     def dehaze(self, image: np.ndarray, airlight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Returns (restored image (H, W, 3) in [0, 1], transmission (H, W), airlight (3,)).
@@ -70,28 +93,52 @@ class DarkChannelPrior:
         Pass ``airlight`` to override the estimate (e.g. a value smoothed over video frames).
         """
         image = np.ascontiguousarray(image, dtype=np.float32)
-        a = self.airlight(image) if airlight is None else np.asarray(airlight, dtype=np.float32)
-        t = self.transmission(image, a)
-        a3 = a.reshape(1, 1, 3)
-        restored = (image - a3) / np.maximum(t, self.t_min)[:, :, None] + a3
-        return np.clip(restored, 0.0, 1.0).astype(np.float32), t, a
+        eroded = self.patch_minimum(image)
+        a = self.airlight(image, _channel_min(eroded)) if airlight is None else np.asarray(airlight, dtype=np.float32)
+        t = self.refine(image, self.raw_transmission(image, a, eroded))
+        return recover(image, t, a, self.t_min), t, a
 
 
-def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """Grey-guide guided filter (He et al. 2010) with box means: (H, W) float32 -> (H, W)."""
-    size = (2 * radius + 1, 2 * radius + 1)
+def recover(image: np.ndarray, t: np.ndarray, airlight: np.ndarray, t_min: float = 0.1, rows: int = 128) -> np.ndarray:
+    """J = (I − A) / max(t, t_min) + A, clipped to [0, 1]; in row blocks that stay in cache."""
+    out = np.empty_like(image)
+    inverse = 1.0 / np.maximum(t, t_min)
+    a3 = np.asarray(airlight, np.float32).reshape(1, 1, 3)
+    for y in range(0, image.shape[0], rows):
+        block = out[y : y + rows]
+        np.subtract(image[y : y + rows], a3, out=block)
+        block *= inverse[y : y + rows, :, None]
+        block += a3
+        np.clip(block, 0.0, 1.0, out=block)
+    return out
+
+
+def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
+    """Grey-guide guided filter (He et al. 2010) with box means: (H, W) float32 -> (H, W).
+
+    ``subsample`` > 1 computes the linear coefficients on copies reduced by that factor
+    and upsamples them (the fast guided filter); the output keeps full resolution.
+    """
+    guide = np.ascontiguousarray(guide, dtype=np.float32)
+    source = np.ascontiguousarray(source, dtype=np.float32)
+    h, w = guide.shape
+    small_size = (max(1, w // subsample), max(1, h // subsample))
+    g = cv2.resize(guide, small_size, interpolation=cv2.INTER_AREA) if subsample > 1 else guide
+    p = cv2.resize(source, small_size, interpolation=cv2.INTER_AREA) if subsample > 1 else source
+    r = max(1, radius // subsample)
+    size = (2 * r + 1, 2 * r + 1)
 
     def mean(x: np.ndarray) -> np.ndarray:
         return cv2.boxFilter(x, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
 
-    guide = guide.astype(np.float32)
-    source = source.astype(np.float32)
-    mean_i, mean_p = mean(guide), mean(source)
-    cov_ip = mean(guide * source) - mean_i * mean_p
-    var_i = mean(guide * guide) - mean_i * mean_i
-    a = cov_ip / (var_i + eps)
+    mean_i, mean_p = mean(g), mean(p)
+    a = (mean(g * p) - mean_i * mean_p) / (mean(g * g) - mean_i * mean_i + eps)
     b = mean_p - a * mean_i
-    return mean(a) * guide + mean(b)
+    mean_a, mean_b = mean(a), mean(b)
+    if subsample > 1:
+        mean_a = cv2.resize(mean_a, (w, h), interpolation=cv2.INTER_LINEAR)
+        mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
+    return mean_a * guide + mean_b
 
 
 def depth_from_transmission(t: np.ndarray, t_floor: float = 1e-3) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Annotated
 
 import typer
@@ -41,5 +42,11 @@ app.command("depth")(depth_cli)
 app.command("info")(info_cli)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (batch schedulers, `kill`) unwinds like Ctrl-C, so temporary files are removed."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -167,7 +167,43 @@ def resolve_weights(kind: str, weights: Path | None, required: bool = True) -> P
     return found
 
 
-def load_predictor(kind: str, weights: Path, device: str, precision: str):
+TileOption = Annotated[
+    str,
+    typer.Option(
+        "--tile",
+        help="Tile size in pixels (a multiple of 32), 0 for the whole image in one pass, or auto: the "
+        "whole image when it fits the memory budget, else the largest tile that does.",
+    ),
+]
+TileOverlapOption = Annotated[
+    int, typer.Option("--tile-overlap", help="Pixels neighbouring tiles share; blended.", min=0)
+]
+MaxMemoryOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--max-memory",
+        help="Memory budget for one forward pass, e.g. 2G or 800M. Default: 80% of free GPU memory, "
+        "or up to 2 GiB of RAM on the CPU.",
+        show_default=False,
+    ),
+]
+
+
+def tile_settings(tile: str, overlap: int = 32, max_memory: str | None = None):
+    """Parses --tile / --tile-overlap / --max-memory into TileSettings (exits on bad values)."""
+    from dcmp_cli.core.memory import parse_size
+    from dcmp_cli.core.predictor import TileSettings
+
+    try:
+        size = None if tile.strip().lower() == "auto" else int(tile)
+        budget = parse_size(max_memory) if max_memory else None
+        return TileSettings(tile=size, overlap=overlap, max_memory=budget)
+    except ValueError as e:
+        message = str(e) if "tile" in str(e) or "memory" in str(e) else f"--tile must be auto, 0 or a size in pixels, got {tile!r}"
+        fail(message)
+
+
+def load_predictor(kind: str, weights: Path, device: str, precision: str, tiling=None):
     """Builds the dehaze or depth predictor, turning every setup problem into a one-line exit."""
     from dcmp_cli.core.checkpoint import CheckpointError
     from dcmp_cli.core.device import DeviceError, resolve_device
@@ -176,7 +212,7 @@ def load_predictor(kind: str, weights: Path, device: str, precision: str):
     cls = DehazePredictor if kind == "dehaze" else DepthPredictor
     try:
         torch_device = resolve_device(device)
-        return cls.from_checkpoint(weights, torch_device, precision)  # type: ignore[arg-type]
+        return cls.from_checkpoint(weights, torch_device, precision, tiling, on_notice=note)  # type: ignore[arg-type]
     except (CheckpointError, DeviceError) as e:
         fail(str(e))
 
@@ -193,7 +229,7 @@ MethodOption = Annotated[
 ]
 
 
-def select_dehazer(method: str, weights: Path | None, device: str, precision: str, quiet: bool = False):
+def select_dehazer(method: str, weights: Path | None, device: str, precision: str, quiet: bool = False, tiling=None):
     """Returns (image model, {'method': ..., 'weights': ...}) for --method, announcing auto's choice."""
     from dcmp_cli.core.predictor import PriorDehazer
 
@@ -207,7 +243,51 @@ def select_dehazer(method: str, weights: Path | None, device: str, precision: st
             note("no DCMPNet weights found: using the dark channel prior (--method dcp); "
                  "pass --weights or see weights/README.md for DCMPNet")
         return PriorDehazer(), {"method": "dcp", "weights": None}
-    predictor = load_predictor("dehaze", checkpoint, device, precision)
+    predictor = load_predictor("dehaze", checkpoint, device, precision, tiling)
     if method == "auto" and not quiet:
         note(f"using DCMPNet weights {checkpoint} on {predictor.device}")
     return predictor, {"method": "dcmp", "weights": str(checkpoint)}
+
+
+def collect_or_fail(spec: str, recursive: bool, shard: str | None = None):
+    """INPUT -> InputSet (only shard K of N with ``shard='K/N'``); exits with one line on failure."""
+    from dcmp_cli.data.files import InputError, collect_inputs, in_shard, parse_shard
+
+    try:
+        inputs = collect_inputs(spec, recursive)
+        if shard:
+            k, n = parse_shard(shard)
+            inputs.files = [p for p in inputs.files if in_shard(p, inputs.root, k, n)]
+            inputs.ignored = [p for p in inputs.ignored if in_shard(p, inputs.root, k, n)]
+    except InputError as e:
+        fail(str(e))
+    return inputs
+
+
+STREAM = "-"
+
+
+def run_stream(input: str, output: str, encode, default_ext: str) -> None:
+    """One image through stdin and/or stdout: ``encode(decoded_image, ext) -> bytes``.
+
+    The output format is the output file's extension, else ``default_ext``.
+    """
+    from dcmp_cli.atomic import write_bytes_atomic
+    from dcmp_cli.data.image_io import ImageReadError, decode_image
+
+    if input == STREAM:
+        data = sys.stdin.buffer.read()
+    elif Path(input).is_file():
+        data = Path(input).read_bytes()
+    else:
+        fail(f"with - as OUTPUT, INPUT must be one image file; {input} is not a file")
+    ext = Path(output).suffix.lower() if output != STREAM and Path(output).suffix else default_ext
+    try:
+        encoded = encode(decode_image(data), ext)
+    except (ImageReadError, ValueError) as e:
+        fail(f"{'stdin' if input == STREAM else input}: {e}")
+    if output == STREAM:
+        sys.stdout.buffer.write(encoded)
+        sys.stdout.buffer.flush()
+    else:
+        write_bytes_atomic(Path(output), encoded)

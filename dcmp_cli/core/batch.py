@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+from dcmp_cli.atomic import remove_stale_temporaries
+from dcmp_cli.core.tiling import ProgressFn
+
 Status = Literal["done", "skipped", "failed", "ignored"]
-#: (done, total) progress within one item, e.g. tiles.
-ProgressFn = Callable[[int, int], None]
 ProcessFn = Callable[[Path, Path, ProgressFn], None]
 
 
@@ -100,6 +101,7 @@ def run_batch(
         elif output.exists() and not overwrite:
             result = ItemResult(source, output, "skipped", reason="output exists (use --overwrite to redo)")
         else:
+            remove_stale_temporaries(output)
             try:
                 process(source, output, events.item_progress)
                 result = ItemResult(source, output, "done")

@@ -1,30 +1,76 @@
 """Predictors: a network on a device, applied to [0, 1] images.
 
 Every command that runs a network (dehaze, depth, eval, video) goes through these, so
-device placement, precision, value-range conversion and small-image handling live in
-one place.
+device placement, precision, value-range conversion, small-image handling and tiling
+live in one place.
+
+Tiling keeps the network's image-global statistics (DESIGN.md §4): before the tiles
+run, a *statistics pass* runs the network on the image downscaled to at most
+``max(tile², TileSettings.stats_pixels)`` pixels and records every layer norm's
+mean/std, every instance norm's mean/variance and every global pool; each tile then
+replays those values instead of computing its own. All tiles thus share one set of
+statistics, so there are no tile-to-tile tone shifts, and overlaps are blended
+(:mod:`dcmp_cli.core.tiling`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcmp_cli.core.batch import ProgressFn
 from dcmp_cli.core.checkpoint import Checkpoint, read_checkpoint
 from dcmp_cli.core.device import Precision, autocast, check_precision
+from dcmp_cli.core.memory import FALLBACK_BYTES_PER_PIXEL, activation_budget, is_out_of_memory, measure_bytes_per_pixel
+from dcmp_cli.core.tiling import ALIGN, ProgressFn, tiled_apply
 from dcmp_cli.core.value_range import from_network_range, to_network_range
-from dcmp_cli.models.global_stats import StatsPolicy, global_statistics
+from dcmp_cli.models.global_stats import RecordStats, ReplayStats, StatsPolicy, global_statistics
 from dcmp_cli.models.registry import Kind
 from dcmp_cli.prior import DarkChannelPrior, depth_from_transmission
 
 #: Smaller sides are edge-padded up to this before the network runs (its window
 #: attention and four pooling levels need about 28 pixels), then cropped back.
 MIN_NETWORK_SIDE = 32
+#: Smallest tile used when shrinking tiles after running out of memory.
+MIN_TILE = 64
+
+
+class TileMemoryError(MemoryError):
+    """Out of memory even with the smallest tiles."""
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """How large images are split.
+
+    ``tile``: None = auto (whole image when it fits ``max_memory``, else the largest
+    tile that fits, at most ``max_auto_tile``); 0 = always the whole image; N = tiles of
+    N×N pixels (rounded down to a multiple of 32). ``overlap``: pixels shared by
+    neighbouring tiles and blended. ``max_memory``: activation budget in bytes (None =
+    free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: minimum size of the
+    downscaled statistics pass. ``batch_tiles``: tiles per forward pass (None = as many
+    as fit, up to 8, on GPUs; 1 on the CPU).
+    """
+
+    tile: int | None = None
+    overlap: int = 32
+    max_memory: int | None = None
+    max_auto_tile: int = 1024
+    stats_pixels: int = 512 * 512
+    batch_tiles: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile is not None and self.tile != 0 and self.tile < ALIGN:
+            raise ValueError(f"--tile must be 0 (whole image) or at least {ALIGN} pixels, got {self.tile}")
+        if self.overlap < 0:
+            raise ValueError(f"--tile-overlap must be ≥ 0, got {self.overlap}")
 
 
 def pad_to_min_side(x: torch.Tensor, min_side: int = MIN_NETWORK_SIDE) -> tuple[torch.Tensor, int, int]:
@@ -40,13 +86,26 @@ def _maybe_stats(model: nn.Module, stats: StatsPolicy | None):
     return global_statistics(model, stats) if stats is not None else contextlib.nullcontext()
 
 
+def downscale_for_stats(x: torch.Tensor, max_pixels: int) -> torch.Tensor:
+    """Area-downscales (B, C, H, W) to at most ``max_pixels`` pixels (aspect kept, sides ≥ 32)."""
+    h, w = x.shape[2:]
+    if h * w <= max_pixels:
+        return x
+    scale = math.sqrt(max_pixels / (h * w))
+    size = (max(MIN_NETWORK_SIDE, int(h * scale)), max(MIN_NETWORK_SIDE, int(w * scale)))
+    return F.interpolate(x, size=size, mode="area")
+
+
 class Predictor:
-    """Runs one network on [0, 1] images: (1, 3, H, W) in, (1, C_out, H, W) float32 out on the CPU.
+    """Runs one network on [0, 1] images: (B, 3, H, W) in, (B, C_out, H, W) float32 out on the CPU.
 
     Args:
         model: a :class:`~dcmp_cli.models.DehazeNet` or :class:`~dcmp_cli.models.DepthNet`.
         device: where the network runs; inputs may live anywhere.
         precision: fp32, or fp16/bf16 autocast (the global-statistics layers stay fp32).
+        checkpoint: where the weights came from (metadata for reports).
+        tiling: how large images are split; see :class:`TileSettings`.
+        on_notice: receives one-line notices (e.g. tiles shrunk after running out of memory).
     """
 
     kind: Kind
@@ -57,11 +116,18 @@ class Predictor:
         device: torch.device,
         precision: Precision = "fp32",
         checkpoint: Checkpoint | None = None,
+        tiling: TileSettings | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         self.checkpoint = checkpoint
         self.device = device
         self.precision = check_precision(precision, device)
         self.model = model.to(device).eval()
+        self.tiling = tiling or TileSettings()
+        self.on_notice = on_notice
+        self._bytes_per_pixel: float | None = None
+        #: Tile size used for the last image (0 = whole image).
+        self.last_tile = 0
 
     @classmethod
     def from_checkpoint(
@@ -69,11 +135,13 @@ class Predictor:
         checkpoint: Checkpoint | str | os.PathLike,
         device: torch.device,
         precision: Precision = "fp32",
+        tiling: TileSettings | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ):
         """Builds the predictor from a checkpoint (or its path) of the right kind."""
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = read_checkpoint(checkpoint, kind=cls.kind)
-        return cls(checkpoint.build(device), device, precision, checkpoint)
+        return cls(checkpoint.build(device), device, precision, checkpoint, tiling, on_notice)
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
         """Network-range input (B, 3, h, w) on the device -> network output (B, C_out, h, w)."""
@@ -83,21 +151,106 @@ class Predictor:
         """Network output -> what the predictor returns."""
         raise NotImplementedError
 
+    # -- memory ---------------------------------------------------------------------
+
+    def bytes_per_pixel(self) -> float:
+        """Measured peak activation bytes per input pixel (cached)."""
+        if self._bytes_per_pixel is None:
+            with autocast(self.device, self.precision):
+                self._bytes_per_pixel = measure_bytes_per_pixel(self.network, self.device)
+        return self._bytes_per_pixel
+
+    def _budget(self) -> int:
+        return activation_budget(self.device, self.tiling.max_memory)
+
+    def choose_tile(self, height: int, width: int) -> int:
+        """0 for a whole-image pass, else the tile side for an image of this size."""
+        setting = self.tiling.tile
+        if setting == 0:
+            return 0
+        if setting is not None:
+            return 0 if height <= setting and width <= setting else setting
+        budget = self._budget()
+        if height * width * FALLBACK_BYTES_PER_PIXEL <= budget:
+            return 0  # fits even by the conservative estimate: no probe needed
+        fitting = budget / self.bytes_per_pixel()
+        if height * width <= fitting:
+            return 0
+        side = int(math.sqrt(fitting)) // ALIGN * ALIGN
+        return max(MIN_TILE, min(side, self.tiling.max_auto_tile))
+
+    def _tiles_per_batch(self, tile: int) -> int:
+        if self.tiling.batch_tiles is not None:
+            return max(1, self.tiling.batch_tiles)
+        if self.device.type != "cuda":
+            return 1
+        return int(max(1, min(8, self._budget() // (tile * tile * self.bytes_per_pixel()))))
+
+    # -- inference ------------------------------------------------------------------
+
+    def _whole(self, x: torch.Tensor, stats: StatsPolicy | None) -> torch.Tensor:
+        with _maybe_stats(self.model, stats):
+            return self.network(x).float()
+
+    def _tiled(self, x: torch.Tensor, tile: int, stats: StatsPolicy | None, progress: ProgressFn | None) -> torch.Tensor:
+        """Statistics pass on a downscaled copy, then tiles that replay those statistics."""
+        outputs = []
+        for i in range(x.shape[0]):
+            image = x[i : i + 1]
+            small = downscale_for_stats(image, max(tile * tile, self.tiling.stats_pixels))
+            with global_statistics(self.model, RecordStats(inner=stats)) as recorder:
+                self.network(small)
+            with global_statistics(self.model, ReplayStats(recorder.values)):
+                outputs.append(
+                    tiled_apply(
+                        self.network,
+                        image,
+                        tile,
+                        min(self.tiling.overlap, tile // 2),
+                        batch_tiles=self._tiles_per_batch(tile),
+                        progress=progress,
+                    )
+                )
+        return torch.cat(outputs)
+
+    def _run(self, x: torch.Tensor, stats: StatsPolicy | None, progress: ProgressFn | None) -> torch.Tensor:
+        tile = self.choose_tile(*x.shape[2:])
+        while True:
+            try:
+                self.last_tile = tile
+                return self._whole(x, stats) if tile == 0 else self._tiled(x, tile, stats, progress)
+            except Exception as error:  # noqa: BLE001 - only out-of-memory errors are retried
+                if not is_out_of_memory(error):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                smaller = (tile or max(x.shape[2:])) // 2 // ALIGN * ALIGN
+                if smaller < MIN_TILE:
+                    raise TileMemoryError(
+                        f"out of memory on {self.device} even with {MIN_TILE}-pixel tiles; free memory, "
+                        "lower --max-memory, or use --device cpu"
+                    ) from error
+                if self.on_notice is not None:
+                    self.on_notice(f"out of memory with {'the whole image' if not tile else f'--tile {tile}'}; "
+                                   f"retrying with --tile {smaller}")
+                tile = smaller
+
     @torch.inference_mode()
     def __call__(
         self, image: torch.Tensor, progress: ProgressFn | None = None, stats: StatsPolicy | None = None
     ) -> torch.Tensor:
         """(B, 3, H, W) [0, 1] image, anywhere -> (B, C_out, H, W) float32 on the CPU.
 
-        ``stats``: a policy for the network's image-global statistics (e.g.
-        :class:`~dcmp_cli.models.global_stats.SmoothedStats` across video frames).
+        ``progress(done, total)`` reports tiles. ``stats``: a policy for the network's
+        image-global statistics (e.g. :class:`~dcmp_cli.models.global_stats.SmoothedStats`
+        across video frames); with tiling it decides the statistics-pass values.
         """
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"expected a (B, 3, H, W) image tensor, got shape {tuple(image.shape)}")
         x, h, w = pad_to_min_side(to_network_range(image.to(self.device, torch.float32)))
-        with autocast(self.device, self.precision), _maybe_stats(self.model, stats):
-            y = self.network(x)
-        return self._finish(y.float()[:, :, :h, :w]).cpu()
+        with autocast(self.device, self.precision):
+            y = self._run(x, stats, progress)
+        return self._finish(y[:, :, :h, :w]).cpu()
 
 
 class DehazePredictor(Predictor):
@@ -127,7 +280,6 @@ class DepthPredictor(Predictor):
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
         return y
-
 
 
 class PriorDehazer:

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from dcmp_cli.atomic import atomic_output
+from dcmp_cli.atomic import write_bytes_atomic
 from dcmp_cli.data.image_io import encode_image
 
 CONVENTION_TEXT = "relative depth, per-image min-max normalised, 0 = nearest, 1 = farthest"
@@ -95,10 +95,7 @@ def write_depth(
 ) -> Path:
     """Writes a [0, 1] relative depth map atomically (format from the extension)."""
     path = Path(path)
-    data = encode_depth(depth, path.suffix, raw_range, colormap)
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    return write_bytes_atomic(path, encode_depth(depth, path.suffix, raw_range, colormap))
 
 
 def read_depth_png(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, str]]:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from dcmp_cli.atomic import atomic_output
+from dcmp_cli.atomic import write_bytes_atomic
 
 #: Extensions read as images (lower case).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
@@ -96,9 +96,8 @@ def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(op(array)) if op else array
 
 
-def _decode_16bit_colour(path: Path) -> np.ndarray:
-    data = np.fromfile(path, dtype=np.uint8)
-    array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+def _decode_16bit_colour(data: bytes) -> np.ndarray:
+    array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None or array.dtype != np.uint16:
         raise ImageReadError("corrupt 16-bit image data")
     if array.ndim == 2:
@@ -135,26 +134,36 @@ def _decode_pil(im: Image.Image) -> np.ndarray:
 
 def read_image(path: str | os.PathLike) -> LoadedImage:
     """Reads an image file. Raises :class:`ImageReadError` with a short reason."""
-    path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                sixteen_bit_colour = _is_16bit_colour(im)  # before getexif(), which may load
-                orientation = im.getexif().get(0x0112, 1)
-                if sixteen_bit_colour:
-                    array = _decode_16bit_colour(path)
-                else:
-                    im.load()
-                    array = _decode_pil(im)
-    except UnidentifiedImageError:
-        raise ImageReadError("not an image (unknown or unsupported format)") from None
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ImageReadError("file not found") from None
     except IsADirectoryError:
         raise ImageReadError("is a directory") from None
     except PermissionError:
         raise ImageReadError("permission denied") from None
+    except OSError as e:
+        raise ImageReadError(f"cannot read file ({e.strerror or e})") from None
+    return decode_image(data)
+
+
+def decode_image(data: bytes) -> LoadedImage:
+    """Decodes an encoded image (PNG, JPEG, TIFF, WebP, BMP … bytes), see :func:`read_image`."""
+    if not data:
+        raise ImageReadError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                sixteen_bit_colour = _is_16bit_colour(im)  # before getexif(), which may load
+                orientation = im.getexif().get(0x0112, 1)
+                if sixteen_bit_colour:
+                    array = _decode_16bit_colour(data)
+                else:
+                    im.load()
+                    array = _decode_pil(im)
+    except UnidentifiedImageError:
+        raise ImageReadError("not an image (unknown or unsupported format)") from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"image too large ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -249,10 +258,7 @@ def write_image(
 ) -> Path:
     """Writes float RGB (H, W, 3) in [0, 1] to ``path`` (format from its extension), atomically."""
     path = Path(path)
-    data = encode_image(rgb, path.suffix, bit_depth=bit_depth, grey=grey, alpha=alpha, quality=quality)
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-    return path
+    return write_bytes_atomic(path, encode_image(rgb, path.suffix, bit_depth=bit_depth, grey=grey, alpha=alpha, quality=quality))
 
 
 def write_like(path: str | os.PathLike, rgb: np.ndarray, like: LoadedImage, quality: int = 95) -> Path:
@@ -277,6 +283,7 @@ __all__ = [
     "ImageReadError",
     "ImageWriteError",
     "LoadedImage",
+    "decode_image",
     "encode_image",
     "image_to_tensor",
     "quantize",

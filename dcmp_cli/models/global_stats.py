@@ -36,13 +36,18 @@ class StatsPolicy:
 
 
 class RecordStats(StatsPolicy):
-    """Computes every statistic and keeps it in :attr:`values` (key -> tuple of tensors)."""
+    """Keeps every statistic used in :attr:`values` (key -> tuple of tensors).
 
-    def __init__(self) -> None:
+    By default the statistics are computed; with ``inner``, that policy decides them
+    (e.g. a :class:`SmoothedStats`) and this one records its decisions.
+    """
+
+    def __init__(self, inner: StatsPolicy | None = None) -> None:
+        self.inner = inner
         self.values: dict[str, StatTuple] = {}
 
     def resolve(self, key: str, compute: Callable[[], StatTuple]) -> StatTuple:
-        value = compute()
+        value = self.inner.resolve(key, compute) if self.inner is not None else compute()
         self.values[key] = tuple(v.detach() for v in value)
         return value
 

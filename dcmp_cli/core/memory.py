@@ -1,0 +1,123 @@
+"""Memory budgets and measurements for choosing tile sizes.
+
+The activation memory of a forward pass grows with the number of pixels. dcmp measures
+it once per predictor with a small probe pass (peak CUDA allocation on GPUs; the
+process's peak resident set, reset through ``/proc/self/clear_refs``, on Linux CPUs) and
+sizes tiles so that a pass stays within a budget: free GPU memory, or on the CPU a
+share of the available RAM (at most :data:`DEFAULT_CPU_BUDGET`); ``--max-memory``
+overrides either.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+GIB = 1024**3
+MIB = 1024**2
+#: Activation budget on the CPU when none is given: keeps the full model's peak
+#: resident memory well under 4 GB whatever the image size.
+DEFAULT_CPU_BUDGET = 2 * GIB
+#: Used where no measurement is possible (e.g. MPS, non-Linux CPUs): conservative.
+FALLBACK_BYTES_PER_PIXEL = 6 * 1024
+_PROBE_SIDE = 160
+
+
+def parse_size(text: str) -> int:
+    """'2G', '1536M', '800MB', '1.5GiB', '1000000' -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"cannot read memory size {text!r}; use e.g. 2G, 1536M or 800MB")
+    scale = {"": 1, "K": 1024, "M": MIB, "G": GIB, "T": 1024 * GIB}[m.group(2).upper()]
+    return int(float(m.group(1)) * scale)
+
+
+def available_ram() -> int | None:
+    """Bytes of RAM available to new allocations (Linux MemAvailable), or None."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) * 1024 if m else None
+
+
+def activation_budget(device: torch.device, max_memory: int | None = None) -> int:
+    """Bytes one forward pass may use on ``device``."""
+    if max_memory is not None:
+        return max_memory
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.8)
+    ram = available_ram()
+    return min(DEFAULT_CPU_BUDGET, int(ram * 0.5)) if ram else DEFAULT_CPU_BUDGET
+
+
+def _peak_rss() -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) * 1024 if m else None
+
+
+def _trim_heap() -> None:
+    """Returns free heap pages to the OS (glibc), so that the next peak counts real allocations."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    _trim_heap()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_bytes_per_pixel(run: Callable[[torch.Tensor], object], device: torch.device, side: int = _PROBE_SIDE) -> float:
+    """Peak extra memory per input pixel of ``run`` on a (1, 3, side, side) probe.
+
+    The probe's fixed overhead is counted as if it grew with the pixels, so the figure
+    errs on the safe side for larger inputs. On Linux CPUs the heap is trimmed first, so
+    memory freed by earlier work cannot hide the probe's allocations.
+    """
+    probe = torch.zeros(1, 3, side, side, device=device)
+    pixels = side * side
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        run(probe)
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / pixels
+    if device.type == "cpu" and os.name == "posix" and _reset_peak_rss():
+        before = _peak_rss()
+        run(probe)
+        after = _peak_rss()
+        if before is not None and after is not None and after > before:
+            return (after - before) / pixels
+    return float(FALLBACK_BYTES_PER_PIXEL)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for CUDA/MPS/CPU allocation failures."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(error, oom_type):
+        return True
+    text = str(error)
+    return isinstance(error, (RuntimeError, MemoryError)) and (
+        isinstance(error, MemoryError)
+        or "out of memory" in text
+        or "can't allocate memory" in text
+        or "not enough memory" in text
+    )
