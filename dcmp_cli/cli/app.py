@@ -10,7 +10,9 @@ import typer
 from dcmp_cli import __version__
 from dcmp_cli.cli.dehaze import dehaze_cli
 from dcmp_cli.cli.depth import depth_cli
+from dcmp_cli.cli.eval import eval_cli
 from dcmp_cli.cli.info import info_cli
+from dcmp_cli.cli.synth import synth_cli
 
 app = typer.Typer(
     name="dcmp",
@@ -40,6 +42,8 @@ def _root(
 app.command("dehaze")(dehaze_cli)
 app.command("depth")(depth_cli)
 app.command("info")(info_cli)
+app.command("eval")(eval_cli)
+app.command("synth")(synth_cli)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -73,6 +73,19 @@ def weights_option(kind_word: str, env: str) -> object:
 OptionalPath = Optional[Path]
 
 
+def make_progress(enabled: bool) -> Progress:
+    """The progress display every command uses, on stderr."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console(),
+        disable=not enabled,
+    )
+
+
 class RichBatchEvents(BatchEvents):
     """Renders batch progress with rich: one bar for the batch, one for tiles of the current image.
 
@@ -80,18 +93,8 @@ class RichBatchEvents(BatchEvents):
     """
 
     def __init__(self, label: str, enabled: bool | None = None) -> None:
-        console = err_console()
-        self.enabled = console.is_terminal if enabled is None else enabled
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not self.enabled,
-            transient=False,
-        )
+        self.enabled = err_console().is_terminal if enabled is None else enabled
+        self.progress = make_progress(self.enabled)
         self.label = label
         self.batch: TaskID | None = None
         self.tiles: TaskID | None = None

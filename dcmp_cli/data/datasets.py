@@ -189,3 +189,106 @@ def load_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     if pair.depth is not None:
         depth = align_clear(hazy.shape[:2], read_depth_map(pair.depth), pair.hazy, pair.depth)
     return hazy, clear, depth
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    """Where a public benchmark's test set sits below a data root, and how its files are named.
+
+    ``folders``: candidate sub-folders of the data root, tried in order (the release
+    archives' own names first, then common re-arrangements; ``.`` is the data root
+    itself). ``naming``: the matching rule the release needs (see the module docstring).
+    ``release_pairs``: how many test pairs the full set has (a smaller count is reported).
+    """
+
+    name: str
+    title: str
+    folders: tuple[str, ...]
+    naming: str
+    release_pairs: int
+    note: str = ""
+
+
+NAMED_DATASETS: dict[str, NamedDataset] = {
+    d.name: d
+    for d in (
+        NamedDataset(
+            "sots-indoor",
+            "RESIDE SOTS-indoor",
+            ("SOTS/indoor/nyuhaze500", "SOTS/indoor", "sots/indoor", "indoor/nyuhaze500", "indoor", "nyuhaze500",
+             "SOTS-indoor", "sots-indoor", "RESIDE-IN/test", "reside-indoor/test", "."),
+            "hazy/ + gt/ with RESIDE names (1400_1.png → 1400.png; 640×480 clear images lose their 10-px "
+            "border), or hazy/ + GT/ with identical names (DehazeFormer's rearranged copy)",
+            500,
+        ),
+        NamedDataset(
+            "sots-outdoor",
+            "RESIDE SOTS-outdoor",
+            ("SOTS/outdoor", "sots/outdoor", "outdoor", "SOTS-outdoor", "sots-outdoor", "RESIDE-OUT/test",
+             "reside-outdoor/test", "."),
+            "hazy/ + gt/ with RESIDE names (0001_0.8_0.2.jpg → 0001.png), or identical names",
+            500,
+        ),
+        NamedDataset(
+            "o-haze",
+            "O-HAZE (NTIRE 2018)",
+            ("# O-HAZY NTIRE 2018", "O-HAZE/# O-HAZY NTIRE 2018", "O-HAZE", "O-HAZY", "o-haze", "OHAZE", "."),
+            "hazy/ + GT/ with 01_outdoor_hazy.jpg → 01_outdoor_GT.jpg",
+            45,
+            "papers usually report on pairs 41–45 (use a folder with only those)",
+        ),
+        NamedDataset(
+            "i-haze",
+            "I-HAZE (NTIRE 2018)",
+            ("# I-HAZY NTIRE 2018", "I-HAZE/# I-HAZY NTIRE 2018", "I-HAZE", "I-HAZY", "i-haze", "IHAZE", "."),
+            "hazy/ + GT/ with 01_indoor_hazy.jpg → 01_indoor_GT.jpg",
+            35,
+            "papers usually report on pairs 31–35 (use a folder with only those)",
+        ),
+        NamedDataset(
+            "dense-haze",
+            "Dense-Haze (NTIRE 2019)",
+            ("Dense_Haze_NTIRE19", "Dense-Haze/Dense_Haze_NTIRE19", "Dense-Haze", "Dense_Haze", "dense-haze",
+             "DENSE-HAZE", "."),
+            "hazy/ + GT/ with 01_hazy.png → 01_GT.png",
+            55,
+            "papers usually report on pairs 51–55 (use a folder with only those)",
+        ),
+        NamedDataset(
+            "nh-haze",
+            "NH-HAZE (NTIRE 2020)",
+            ("NH-HAZE", "NH-Haze", "NH_HAZE", "nh-haze", "NHHAZE", "."),
+            "one flat folder with 01_hazy.png beside 01_GT.png (or hazy/ + GT/)",
+            55,
+            "papers usually report on pairs 51–55 (use a folder with only those)",
+        ),
+    )
+}
+
+
+def resolve_named_dataset(name: str, data_root: str | os.PathLike) -> PairedDataset:
+    """The pairs of a named benchmark (:data:`NAMED_DATASETS`) below ``data_root``.
+
+    Tries the spec's folders in order and returns the first that holds pairs; raises
+    :class:`DatasetError` (one line listing the folders tried) when none does.
+    """
+    key = name.lower()
+    if key not in NAMED_DATASETS:
+        raise DatasetError(f"unknown dataset name {name!r}; named datasets: {', '.join(NAMED_DATASETS)} (or pass a folder)")
+    spec = NAMED_DATASETS[key]
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"--data-root {root} is not a folder")
+    tried = []
+    for folder in spec.folders:
+        candidate = root / folder if folder != "." else root
+        tried.append(f"{folder}/" if folder != "." else "./")
+        if not candidate.is_dir():
+            continue
+        try:
+            return discover_pairs(candidate)
+        except DatasetError:
+            continue
+    raise DatasetError(
+        f"no {spec.title} pairs under {root}: tried {', '.join(tried)}; expected {spec.naming}"
+    )

@@ -1,0 +1,317 @@
+"""Synthesising a paired hazy/clear dataset with the atmospheric scattering model (RESIDE-style).
+
+For each clear image ``J`` and its relative depth ``d`` (normalised per image to [0, 1],
+0 = nearest, 1 = farthest — dcmp's depth convention), ``K`` hazy versions
+``I = J·t + A·(1 − t)``, ``t = exp(−β·d)`` are drawn with β and a grey airlight ``A``
+uniform in the given ranges (defaults β ∈ [0.6, 1.8], A ∈ [0.7, 1.0], RESIDE's ranges
+carried over to normalised depth: β is the optical thickness at the farthest point).
+
+Output folder (what :func:`dcmp_cli.data.datasets.discover_pairs`, ``dcmp eval`` and
+training read without options)::
+
+    OUT/GT/{stem}.png        the clear image (its bit depth kept, alpha dropped)
+    OUT/hazy/{stem}_{k}.png  k = 1 … K
+    OUT/depth/{stem}.png     16-bit depth as used (dcmp_cli.data.depth_io convention)
+    OUT/manifest.csv, OUT/manifest.json   per hazy image: files, β, A, depth source
+
+Depth: given maps (``depth_dir``, matched by stem; ``.png``/``.tif``/``.tiff``/``.npy``)
+are min-max normalised; ``disparity`` maps (larger = nearer) are flipped linearly after
+normalising, as ``dcmp depth`` does. Maps of another size with the same aspect ratio
+(within 1 %) are resized bilinearly. Without ``depth_dir`` a *stand-in* is used: the
+vertical gradient of :func:`~dcmp_cli.data.haze.vertical_gradient_depth` (top row
+farthest, bottom row nearest) — a ground plane seen level, not an estimate of the scene.
+
+Random draws are seeded per image (``numpy.random.default_rng([seed, crc32(stem)])``), so
+an image's β and A depend only on the seed and its name, not on the other files.
+Every file is written atomically; inputs are never overwritten.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Sequence
+
+import cv2
+import numpy as np
+
+from dcmp_cli import __version__
+from dcmp_cli.atomic import write_bytes_atomic
+from dcmp_cli.data.datasets import DEPTH_EXTENSIONS, read_depth_map
+from dcmp_cli.data.depth_io import CONVENTION_TEXT, normalise_depth, write_depth
+from dcmp_cli.data.haze import add_haze, vertical_gradient_depth
+from dcmp_cli.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+
+DepthKind = Literal["depth", "disparity"]
+DEPTH_KINDS: tuple[DepthKind, ...] = ("depth", "disparity")
+STAND_IN = "stand-in: vertical gradient"
+GIVEN = "given"
+HAZY_DIR, CLEAR_DIR, DEPTH_DIR = "hazy", "GT", "depth"
+MANIFEST_CSV, MANIFEST_JSON = "manifest.csv", "manifest.json"
+MANIFEST_COLUMNS = ("hazy", "clear", "depth", "source", "depth_source", "depth_file", "k", "beta", "airlight")
+#: Relative aspect-ratio difference up to which a given depth map is resized to its image.
+ASPECT_TOLERANCE = 0.01
+SCATTERING_MODEL = "I = J*t + A*(1 - t), t = exp(-beta * d), d: relative depth in [0, 1] (0 = nearest, 1 = farthest)"
+
+
+class SynthError(ValueError):
+    """Unusable synthesis settings or output folder; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """How hazy versions are drawn. Ranges are (low, high), sampled uniformly; low == high fixes the value."""
+
+    beta: tuple[float, float] = (0.6, 1.8)
+    airlight: tuple[float, float] = (0.7, 1.0)
+    per_image: int = 1
+    seed: int = 0
+    depth_dir: Path | None = None
+    depth_kind: DepthKind = "depth"
+
+    def check(self) -> None:
+        """Raises :class:`SynthError` for ranges or counts that make no sense."""
+        lo, hi = self.beta
+        if not 0 <= lo <= hi:
+            raise SynthError(f"--beta range {lo}–{hi}: need 0 ≤ low ≤ high")
+        lo, hi = self.airlight
+        if not 0 < lo <= hi <= 1:
+            raise SynthError(f"--airlight range {lo}–{hi}: need 0 < low ≤ high ≤ 1")
+        if self.per_image < 1:
+            raise SynthError("--per-image must be at least 1")
+        if self.depth_kind not in DEPTH_KINDS:
+            raise SynthError(f"--depth-kind must be one of {', '.join(DEPTH_KINDS)}")
+        if self.depth_dir is not None and not Path(self.depth_dir).is_dir():
+            raise SynthError(f"--depth folder not found: {self.depth_dir}")
+
+
+@dataclass
+class HazyRecord:
+    """One synthesised hazy image (paths relative to the output folder)."""
+
+    hazy: str
+    clear: str
+    depth: str
+    source: str
+    depth_source: str
+    depth_file: str
+    k: int
+    beta: float
+    airlight: float
+
+
+@dataclass
+class SynthFailure:
+    source: Path
+    reason: str
+
+
+@dataclass
+class SynthReport:
+    out_dir: Path
+    config: SynthConfig
+    records: list[HazyRecord] = field(default_factory=list)
+    failures: list[SynthFailure] = field(default_factory=list)
+    #: Images in hazy/ that this run did not write (left from an earlier run).
+    stale: list[Path] = field(default_factory=list)
+
+    @property
+    def clear_images(self) -> int:
+        return len({r.clear for r in self.records})
+
+    def as_dict(self) -> dict:
+        config = asdict(self.config)
+        return {
+            "generator": f"dcmp synth {__version__}",
+            "scattering_model": SCATTERING_MODEL,
+            "depth_convention": CONVENTION_TEXT,
+            "seed": config["seed"],
+            "beta_range": list(config["beta"]),
+            "airlight_range": list(config["airlight"]),
+            "per_image": config["per_image"],
+            "depth_dir": str(config["depth_dir"]) if config["depth_dir"] else None,
+            "depth_kind": config["depth_kind"] if config["depth_dir"] else None,
+            "clear_images": self.clear_images,
+            "hazy_images": len(self.records),
+            "failed": [{"source": str(f.source), "reason": f.reason} for f in self.failures],
+            "images": [asdict(r) for r in self.records],
+        }
+
+
+class SynthEvents:
+    """Progress callbacks; the default does nothing."""
+
+    def started(self, total: int) -> None: ...
+
+    def image_finished(self, source: Path, written: int, error: str | None) -> None: ...
+
+
+def image_rng(seed: int, stem: str) -> np.random.Generator:
+    """The generator for one clear image: depends on the seed and the image's stem only."""
+    return np.random.default_rng([seed, zlib.crc32(stem.encode("utf-8"))])
+
+
+def draw_parameters(config: SynthConfig, stem: str) -> list[tuple[float, float]]:
+    """(β, A) for the K hazy versions of ``stem``, rounded to 6 decimals (the values used and recorded)."""
+    rng = image_rng(config.seed, stem)
+    draws = []
+    for _ in range(config.per_image):
+        beta = round(float(rng.uniform(*config.beta)), 6)
+        airlight = round(float(rng.uniform(*config.airlight)), 6)
+        draws.append((beta, airlight))
+    return draws
+
+
+def find_depth_file(stem: str, depth_dir: Path) -> Path | None:
+    for ext in DEPTH_EXTENSIONS:
+        for candidate in (depth_dir / f"{stem}{ext}", depth_dir / f"{stem}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def load_given_depth(path: Path, kind: DepthKind, size: tuple[int, int]) -> tuple[np.ndarray, float, float]:
+    """A depth/disparity map file -> ([0, 1] depth (H, W) with 0 = nearest, raw min, raw max) at ``size`` (H, W)."""
+    try:
+        raw = read_depth_map(path)
+    except ImageReadError as e:
+        raise SynthError(f"{path}: {e}") from None
+    if not np.all(np.isfinite(raw)):
+        raise SynthError(f"{path}: depth map holds NaN or infinite values")
+    h, w = size
+    if raw.shape != (h, w):
+        rh, rw = raw.shape
+        if abs((rw / rh) / (w / h) - 1) > ASPECT_TOLERANCE:
+            raise SynthError(f"{path} is {rw}×{rh}, its image {w}×{h}: aspect ratios differ")
+        raw = cv2.resize(raw, (w, h), interpolation=cv2.INTER_LINEAR)
+    return normalise_depth(raw, larger_is_nearer=kind == "disparity")
+
+
+def _plan(clear_files: Sequence[Path], per_image: int) -> None:
+    stems = [p.stem for p in clear_files]
+    seen: dict[str, Path] = {}
+    for path in clear_files:
+        if path.stem in seen:
+            raise SynthError(f"{seen[path.stem].name} and {path.name} share the name {path.stem!r}; rename one")
+        seen[path.stem] = path
+    names = set(stems)
+    for stem in stems:
+        for k in range(1, per_image + 1):
+            if f"{stem}_{k}" in names:
+                raise SynthError(
+                    f"hazy name {stem}_{k} would equal the clear image {seen[f'{stem}_{k}'].name}; rename it"
+                )
+
+
+def check_output_dir(out_dir: Path, inputs: Sequence[Path], overwrite: bool) -> None:
+    """Refuses an output folder that holds a dataset already (unless ``overwrite``) or would hit an input."""
+    input_set = {p.resolve() for p in inputs}
+    for sub in (HAZY_DIR, CLEAR_DIR, DEPTH_DIR):
+        folder = out_dir / sub
+        if folder.is_dir() and any(p.resolve() in input_set for p in folder.iterdir()):
+            raise SynthError(f"{folder} holds input files; choose an output folder apart from the inputs")
+    if overwrite:
+        return
+    existing = [out_dir / n for n in (MANIFEST_JSON, MANIFEST_CSV) if (out_dir / n).exists()]
+    existing += [
+        out_dir / sub
+        for sub in (HAZY_DIR, CLEAR_DIR, DEPTH_DIR)
+        if (out_dir / sub).is_dir() and any((out_dir / sub).iterdir())
+    ]
+    if existing:
+        raise SynthError(f"{out_dir} already holds a dataset ({existing[0].name}); use --overwrite or another folder")
+
+
+def synthesize(
+    clear_files: Sequence[Path],
+    out_dir: str | Path,
+    config: SynthConfig = SynthConfig(),
+    *,
+    overwrite: bool = False,
+    events: SynthEvents | None = None,
+) -> SynthReport:
+    """Writes GT/, depth/ and hazy/ for ``clear_files`` into ``out_dir`` (see the module docstring).
+
+    Unreadable images or depth maps are recorded as failures and skipped. Call
+    :func:`write_manifest` afterwards (the CLI does).
+    """
+    config.check()
+    out_dir = Path(out_dir)
+    clear_files = sorted(clear_files, key=lambda p: p.name)
+    _plan(clear_files, config.per_image)
+    depth_dir = Path(config.depth_dir) if config.depth_dir else None
+    depth_inputs = [p for p in depth_dir.iterdir() if p.is_file()] if depth_dir else []
+    check_output_dir(out_dir, [*clear_files, *depth_inputs], overwrite)
+    events = events or SynthEvents()
+    report = SynthReport(out_dir, config)
+    events.started(len(clear_files))
+    for source in clear_files:
+        try:
+            records = _synthesize_one(source, out_dir, config, depth_dir)
+        except Exception as error:  # noqa: BLE001 - a bad file must not stop the run
+            text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = text if str(source) in text or (depth_dir and str(depth_dir) in text) else f"{source}: {text}"
+            report.failures.append(SynthFailure(source, reason))
+            events.image_finished(source, 0, reason)
+            continue
+        report.records.extend(records)
+        events.image_finished(source, len(records), None)
+    written = {r.hazy for r in report.records}
+    hazy_folder = out_dir / HAZY_DIR
+    if hazy_folder.is_dir():
+        report.stale = sorted(
+            p
+            for p in hazy_folder.iterdir()
+            if p.suffix.lower() in IMAGE_EXTENSIONS
+            and not p.name.startswith(".")
+            and f"{HAZY_DIR}/{p.name}" not in written
+        )
+    return report
+
+
+def _synthesize_one(source: Path, out_dir: Path, config: SynthConfig, depth_dir: Path | None) -> list[HazyRecord]:
+    image = read_image(source)
+    h, w = image.rgb.shape[:2]
+    if depth_dir is not None:
+        depth_file = find_depth_file(source.stem, depth_dir)
+        if depth_file is None:
+            raise SynthError(f"no depth map for {source.name} in {depth_dir} (looked for {source.stem}.png/.tif/.npy)")
+        depth, lo, hi = load_given_depth(depth_file, config.depth_kind, (h, w))
+        depth_source, depth_name = GIVEN, str(depth_file)
+    else:
+        depth, lo, hi = vertical_gradient_depth(h, w), 0.0, 1.0
+        depth_source, depth_name = STAND_IN, ""
+    clear_rel, depth_rel = f"{CLEAR_DIR}/{source.stem}.png", f"{DEPTH_DIR}/{source.stem}.png"
+    write_image(out_dir / clear_rel, image.rgb, bit_depth=image.bit_depth)
+    write_depth(out_dir / depth_rel, depth, (lo, hi))
+    records = []
+    for k, (beta, airlight) in enumerate(draw_parameters(config, source.stem), start=1):
+        hazy_rel = f"{HAZY_DIR}/{source.stem}_{k}.png"
+        write_image(out_dir / hazy_rel, add_haze(image.rgb, depth, beta, airlight), bit_depth=image.bit_depth)
+        records.append(
+            HazyRecord(hazy_rel, clear_rel, depth_rel, str(source), depth_source, depth_name, k, beta, airlight)
+        )
+    return records
+
+
+def write_manifest(report: SynthReport) -> tuple[Path, Path]:
+    """Writes manifest.csv (one row per hazy image) and manifest.json (settings + rows), atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for record in report.records:
+        writer.writerow(asdict(record))
+    text = json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n"
+    return (
+        write_bytes_atomic(report.out_dir / MANIFEST_CSV, buffer.getvalue().encode("utf-8")),
+        write_bytes_atomic(report.out_dir / MANIFEST_JSON, text.encode("utf-8")),
+    )
+
+
+def read_manifest(out_dir: str | Path) -> dict:
+    """The manifest.json of a synthesised dataset."""
+    return json.loads((Path(out_dir) / MANIFEST_JSON).read_text(encoding="utf-8"))
