@@ -12,7 +12,9 @@ from dcmp_cli.cli.dehaze import dehaze_cli
 from dcmp_cli.cli.depth import depth_cli
 from dcmp_cli.cli.eval import eval_cli
 from dcmp_cli.cli.info import info_cli
+from dcmp_cli.cli.video import video_cli
 from dcmp_cli.cli.synth import synth_cli
+from dcmp_cli.cli.train import train_cli
 
 app = typer.Typer(
     name="dcmp",
@@ -42,8 +44,10 @@ def _root(
 app.command("dehaze")(dehaze_cli)
 app.command("depth")(depth_cli)
 app.command("info")(info_cli)
+app.command("video")(video_cli)
 app.command("eval")(eval_cli)
 app.command("synth")(synth_cli)
+app.command("train")(train_cli)
 
 
 def _terminate(signum: int, frame: object) -> None:
