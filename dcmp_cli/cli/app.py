@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import signal
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -37,8 +37,16 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    threads: Annotated[
+        Optional[int],
+        typer.Option("--threads", help="CPU threads for the networks (default: PyTorch's, one per core).", min=1),
+    ] = None,
 ) -> None:
     """Dehaze photos and videos with DCMPNet (CVPR 2024), evaluate and train dehazing models."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 app.command("dehaze")(dehaze_cli)

@@ -206,7 +206,12 @@ def tile_settings(tile: str, overlap: int = 32, max_memory: str | None = None):
         fail(message)
 
 
-def load_predictor(kind: str, weights: Path, device: str, precision: str, tiling=None):
+CompileOption = Annotated[
+    bool, typer.Option("--compile", help="Compile the network with torch.compile (slow start, faster on long runs).")
+]
+
+
+def load_predictor(kind: str, weights: Path, device: str, precision: str, tiling=None, compile: bool = False):
     """Builds the dehaze or depth predictor, turning every setup problem into a one-line exit."""
     from dcmp_cli.core.checkpoint import CheckpointError
     from dcmp_cli.core.device import DeviceError, resolve_device
@@ -215,7 +220,7 @@ def load_predictor(kind: str, weights: Path, device: str, precision: str, tiling
     cls = DehazePredictor if kind == "dehaze" else DepthPredictor
     try:
         torch_device = resolve_device(device)
-        return cls.from_checkpoint(weights, torch_device, precision, tiling, on_notice=note)  # type: ignore[arg-type]
+        return cls.from_checkpoint(weights, torch_device, precision, tiling, on_notice=note, compile=compile)  # type: ignore[arg-type]
     except (CheckpointError, DeviceError) as e:
         fail(str(e))
 
@@ -232,7 +237,9 @@ MethodOption = Annotated[
 ]
 
 
-def select_dehazer(method: str, weights: Path | None, device: str, precision: str, quiet: bool = False, tiling=None):
+def select_dehazer(
+    method: str, weights: Path | None, device: str, precision: str, quiet: bool = False, tiling=None, compile: bool = False
+):
     """Returns (image model, {'method': ..., 'weights': ...}) for --method, announcing auto's choice."""
     from dcmp_cli.core.predictor import PriorDehazer
 
@@ -246,7 +253,7 @@ def select_dehazer(method: str, weights: Path | None, device: str, precision: st
             note("no DCMPNet weights found: using the dark channel prior (--method dcp); "
                  "pass --weights or see weights/README.md for DCMPNet")
         return PriorDehazer(), {"method": "dcp", "weights": None}
-    predictor = load_predictor("dehaze", checkpoint, device, precision, tiling)
+    predictor = load_predictor("dehaze", checkpoint, device, precision, tiling, compile)
     if method == "auto" and not quiet:
         note(f"using DCMPNet weights {checkpoint} on {predictor.device}")
     return predictor, {"method": "dcmp", "weights": str(checkpoint)}

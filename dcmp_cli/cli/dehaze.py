@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dcmp_cli.cli.common import (
+    CompileOption,
     EXIT_FAILED_ITEMS,
     DeviceOption,
     JsonOption,
@@ -44,6 +45,7 @@ def dehaze_cli(
     weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    compile: CompileOption = False,
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
@@ -83,13 +85,13 @@ def dehaze_cli(
         side_by_side=side_by_side,
     )
     if STREAM in (input, output):
-        model, _ = select_dehazer(method, weights, device, precision, quiet=True, tiling=tiling)
+        model, _ = select_dehazer(method, weights, device, precision, quiet=True, tiling=tiling, compile=compile)
         source_ext = Path(input).suffix.lower() if input != STREAM else ""
         run_stream(input, output, lambda image, ext: encode_dehazed(image, model, ext, options),
                    options.ext or source_ext or ".png")
         return
     inputs = collect_or_fail(input, recursive, shard)
-    model, chosen = select_dehazer(method, weights, device, precision, quiet=json_out, tiling=tiling)
+    model, chosen = select_dehazer(method, weights, device, precision, quiet=json_out, tiling=tiling, compile=compile)
     with RichBatchEvents("dehaze", enabled=None if not json_out else False) as events:
         summary = dehaze_files(inputs, Path(output), model, options, overwrite=overwrite, events=events)
     if json_out:

@@ -12,6 +12,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from dcmp_cli.cli.common import (
+    CompileOption,
     EXIT_FAILED_ITEMS,
     DeviceOption,
     JsonOption,
@@ -81,7 +82,14 @@ def _unique(label: str, taken: set[str], path: Path | None = None) -> str:
 
 
 def build_models(
-    methods: list[str], weights: list[Path], outputs: list[Path], device: str, precision: str, quiet: bool, tiling=None
+    methods: list[str],
+    weights: list[Path],
+    outputs: list[Path],
+    device: str,
+    precision: str,
+    quiet: bool,
+    tiling=None,
+    compile: bool = False,
 ) -> list[EvalModel]:
     """The rows of the comparison, from --method / --weights / --outputs (see eval_cli's help)."""
     for method in methods:
@@ -111,10 +119,10 @@ def build_models(
         if method == "none":
             models.append(EvalModel.hazy_input(_unique("hazy input", taken)))
         elif method in ("dcp", "auto"):
-            add(*select_dehazer(method, None, device, precision, quiet=quiet, tiling=tiling))
+            add(*select_dehazer(method, None, device, precision, quiet=quiet, tiling=tiling, compile=compile))
         else:
             for path in weights or [None]:
-                add(*select_dehazer("dcmp", path, device, precision, quiet=quiet, tiling=tiling))
+                add(*select_dehazer("dcmp", path, device, precision, quiet=quiet, tiling=tiling, compile=compile))
     for folder in outputs:
         try:
             models.append(EvalModel.from_outputs(folder, _unique(folder.name, taken, folder)))
@@ -253,6 +261,7 @@ def eval_cli(
     ] = "dcmpnet",
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    compile: CompileOption = False,
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
@@ -289,7 +298,9 @@ def eval_cli(
     except DatasetError as e:
         fail(str(e))
     tiling = tile_settings(tile, tile_overlap, max_memory)
-    models = build_models(method or [], weights or [], outputs or [], device, precision, quiet=json_out, tiling=tiling)
+    models = build_models(
+        method or [], weights or [], outputs or [], device, precision, quiet=json_out, tiling=tiling, compile=compile
+    )
     save_plan = {s.label: save_dirs_for(save_dir, s.label, models, len(eval_sets)) for s in eval_sets}
     if len(save_plan) != len(eval_sets):
         fail("two --dataset values have the same name; rename or link one of the folders")

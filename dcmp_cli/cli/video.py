@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dcmp_cli.cli.common import (
+    CompileOption,
     EXIT_FAILED_ITEMS,
     EXIT_USAGE,
     DeviceOption,
@@ -202,6 +203,7 @@ def video_cli(
     weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "fp32",
+    compile: CompileOption = False,
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
@@ -280,7 +282,7 @@ def video_cli(
         for _, target in jobs:
             _check_container(target, encoder)
 
-    model, chosen = select_dehazer(method, weights, device, precision, quiet=json_out, tiling=tiling)
+    model, chosen = select_dehazer(method, weights, device, precision, quiet=json_out, tiling=tiling, compile=compile)
     on_gpu = chosen["method"] == "dcmp" and getattr(model, "device", None) is not None and model.device.type != "cpu"
     if smooth is None:
         smooth = DEFAULT_SMOOTHING[chosen["method"]]

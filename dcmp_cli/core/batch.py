@@ -1,23 +1,42 @@
-"""The batch loop shared by the image commands.
+"""The batch loop shared by the file commands.
 
 Each job turns one input file into one output file. A job whose output exists is
 skipped unless ``overwrite`` (so a re-run resumes an interrupted batch; outputs are
 written atomically, so an existing output is complete). A job that fails is recorded
 with its reason and the batch goes on. Progress leaves through :class:`BatchEvents`.
+
+Jobs given as :class:`Stages` run pipelined: while the model works on one image, a
+thread decodes the next and another encodes and writes the previous one (at most three
+images in memory). Stopping (Ctrl-C) lets the write in flight finish, so no output is
+left half-written.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 from dcmp_cli.atomic import remove_stale_temporaries
 from dcmp_cli.core.tiling import ProgressFn
 
 Status = Literal["done", "skipped", "failed", "ignored"]
 ProcessFn = Callable[[Path, Path, ProgressFn], None]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """A job split for pipelining: ``load(source)`` → ``compute(data, progress)`` → ``save(result, target)``.
+
+    ``load`` and ``save`` run in background threads (I/O, decoding, encoding); ``compute``
+    runs in the calling thread.
+    """
+
+    load: Callable[[Path], Any]
+    compute: Callable[[Any, ProgressFn], Any]
+    save: Callable[[Any, Path], None]
 
 
 @dataclass
@@ -76,38 +95,93 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
+def _timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    return fn(*args), time.perf_counter() - start
+
+
+def _as_stages(work: ProcessFn | Stages) -> tuple[Stages, bool]:
+    """(stages, pipelined): a plain process function runs as one compute stage."""
+    if isinstance(work, Stages):
+        return work, True
+    return (
+        Stages(
+            load=lambda source: source,
+            compute=lambda job, progress: work(job[0], job[1], progress),
+            save=lambda result, target: None,
+        ),
+        False,
+    )
+
+
 def run_batch(
     jobs: list[tuple[Path, Path]],
-    process: ProcessFn,
+    work: ProcessFn | Stages,
     *,
     overwrite: bool = False,
     events: BatchEvents | None = None,
     ignored: list[Path] | None = None,
 ) -> BatchSummary:
-    """Runs ``process(source, output, progress)`` for each (source, output) job.
+    """Runs every (source, output) job: ``work(source, output, progress)`` or pipelined :class:`Stages`.
 
-    ``ignored`` files are listed in the summary as such. Exceptions from ``process``
-    mark the item failed (KeyboardInterrupt and SystemExit still stop the batch).
+    ``ignored`` files are listed in the summary as such. Exceptions from the work mark
+    the item failed (KeyboardInterrupt and SystemExit still stop the batch). Results
+    keep the order of ``jobs``.
     """
     events = events or BatchEvents()
-    summary = BatchSummary([ItemResult(p, None, "ignored", reason="not an image file") for p in ignored or []])
+    stages, pipelined = _as_stages(work)
+    results: dict[int, ItemResult] = {}
     inputs = {source.resolve() for source, _ in jobs}
     events.batch_started(len(jobs))
-    for source, output in jobs:
-        events.item_started(source)
-        start = time.perf_counter()
+    todo: list[int] = []
+    for i, (source, output) in enumerate(jobs):
         if output.resolve() in inputs:
-            result = ItemResult(source, output, "failed", reason="output path is an input file; refusing to overwrite it")
+            results[i] = ItemResult(source, output, "failed", reason="output path is an input file; refusing to overwrite it")
         elif output.exists() and not overwrite:
-            result = ItemResult(source, output, "skipped", reason="output exists (use --overwrite to redo)")
+            results[i] = ItemResult(source, output, "skipped", reason="output exists (use --overwrite to redo)")
         else:
-            remove_stale_temporaries(output)
+            todo.append(i)
+            continue
+        events.item_started(source)
+        events.item_finished(results[i])
+
+    def finish(i: int, status: Status, seconds: float, reason: str | None = None) -> None:
+        source, output = jobs[i]
+        results[i] = ItemResult(source, output, status, seconds, reason)
+        events.item_finished(results[i])
+
+    def load(i: int) -> tuple[Any, float]:
+        source, output = jobs[i]
+        return _timed(stages.load, source if pipelined else (source, output))
+
+    with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=1) as saver:
+        saves: list[tuple[int, Future, float]] = []
+        next_load: Future | None = loader.submit(load, todo[0]) if todo else None
+        for position, i in enumerate(todo):
+            source, output = jobs[i]
+            events.item_started(source)
+            assert next_load is not None
+            current, next_load = next_load, (loader.submit(load, todo[position + 1]) if position + 1 < len(todo) else None)
             try:
-                process(source, output, events.item_progress)
-                result = ItemResult(source, output, "done")
+                data, load_seconds = current.result()
+                remove_stale_temporaries(output)
+                result, compute_seconds = _timed(stages.compute, data, events.item_progress)
             except Exception as error:  # noqa: BLE001 - a bad file must not stop the batch
-                result = ItemResult(source, output, "failed", reason=describe_error(error))
-        result.seconds = time.perf_counter() - start
-        summary.results.append(result)
-        events.item_finished(result)
-    return summary
+                finish(i, "failed", 0.0, describe_error(error))
+                continue
+            saves.append((i, saver.submit(_timed, stages.save, result, output), load_seconds + compute_seconds))
+            while saves and saves[0][1].done():
+                _finish_save(saves.pop(0), finish)
+        for pending in saves:
+            _finish_save(pending, finish)
+    skipped_files = [ItemResult(p, None, "ignored", reason="not an image file") for p in ignored or []]
+    return BatchSummary(skipped_files + [results[i] for i in range(len(jobs))])
+
+
+def _finish_save(pending: tuple[int, Future, float], finish: Callable[..., None]) -> None:
+    i, future, seconds = pending
+    try:
+        _, save_seconds = future.result()
+        finish(i, "done", seconds + save_seconds)
+    except Exception as error:  # noqa: BLE001
+        finish(i, "failed", seconds, describe_error(error))

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from dcmp_cli.atomic import write_bytes_atomic
-from dcmp_cli.core.batch import BatchEvents, BatchSummary, run_batch
+from dcmp_cli.core.batch import BatchEvents, BatchSummary, Stages, run_batch
 from dcmp_cli.core.tiling import ProgressFn
 from dcmp_cli.data.depth_io import colorize, encode_depth, normalise_depth
 from dcmp_cli.data.files import InputSet, output_path
@@ -79,6 +79,13 @@ def encode_dehazed(
 ) -> bytes:
     """Dehazes a decoded image and encodes the result as ``ext`` in the input's form."""
     restored, alpha = dehaze_image(image, model, progress, options.side_by_side)
+    return _encode_like(image, restored, alpha, ext, options)
+
+
+def _encode_like(
+    image: LoadedImage, restored: np.ndarray, alpha: np.ndarray | None, ext: str, options: OutputOptions
+) -> bytes:
+    """Encodes a result in the input's form: bit depth (unless overridden), greyscale, alpha."""
     return encode_image(
         restored, ext, bit_depth=options.bit_depth or image.bit_depth, grey=image.grey, alpha=alpha,
         quality=options.quality,
@@ -104,11 +111,15 @@ def dehaze_files(
     depth unless ``options.bit_depth`` says otherwise.
     """
 
-    def process(source: Path, target: Path, progress: ProgressFn) -> None:
-        write_bytes_atomic(target, encode_dehazed(read_image(source), model, target.suffix, options, progress))
+    def save(result: tuple[LoadedImage, np.ndarray, np.ndarray | None], target: Path) -> None:
+        image, restored, alpha = result
+        write_bytes_atomic(target, _encode_like(image, restored, alpha, target.suffix, options))
+
+    def compute(image: LoadedImage, progress: ProgressFn):
+        return (image, *dehaze_image(image, model, progress, options.side_by_side))
 
     jobs = plan_jobs(inputs, output, options.ext, options.suffix)
-    return run_batch(jobs, process, overwrite=overwrite, events=events, ignored=inputs.ignored)
+    return run_batch(jobs, Stages(read_image, compute, save), overwrite=overwrite, events=events, ignored=inputs.ignored)
 
 
 @dataclass
@@ -139,7 +150,10 @@ class DepthJob:
         return depth, (lo, hi), panels
 
     def encode(self, image: LoadedImage, ext: str, progress: ProgressFn | None = None) -> bytes:
-        depth, raw_range, panels = self.estimate(image, progress)
+        return self.encode_estimate(self.estimate(image, progress), ext)
+
+    def encode_estimate(self, estimate: tuple[np.ndarray, tuple[float, float], list[np.ndarray]], ext: str) -> bytes:
+        depth, raw_range, panels = estimate
         if self.side_by_side:
             preview = colorize(depth, self.colormap or "turbo")
             return encode_image(np.concatenate([*panels, preview], axis=1), ext, bit_depth=8)
@@ -158,8 +172,8 @@ def depth_files(
 ) -> BatchSummary:
     """Writes a relative depth map per input (see :mod:`dcmp_cli.data.depth_io`)."""
 
-    def process(source: Path, target: Path, progress: ProgressFn) -> None:
-        write_bytes_atomic(target, job.encode(read_image(source), target.suffix, progress))
+    def save(estimate, target: Path) -> None:
+        write_bytes_atomic(target, job.encode_estimate(estimate, target.suffix))
 
-    return run_batch(plan_jobs(inputs, output, ext, suffix), process, overwrite=overwrite, events=events,
-                     ignored=inputs.ignored)
+    return run_batch(plan_jobs(inputs, output, ext, suffix), Stages(read_image, job.estimate, save),
+                     overwrite=overwrite, events=events, ignored=inputs.ignored)

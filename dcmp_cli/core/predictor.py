@@ -28,6 +28,7 @@ from torch import nn
 
 from dcmp_cli.core.checkpoint import Checkpoint, read_checkpoint
 from dcmp_cli.core.device import Precision, autocast, check_precision
+from dcmp_cli.core.fastpath import prepare_for_inference, uses_channels_last
 from dcmp_cli.core.memory import FALLBACK_BYTES_PER_PIXEL, activation_budget, is_out_of_memory, measure_bytes_per_pixel
 from dcmp_cli.core.tiling import ALIGN, ProgressFn, tiled_apply
 from dcmp_cli.core.value_range import from_network_range, to_network_range
@@ -106,6 +107,12 @@ class Predictor:
         checkpoint: where the weights came from (metadata for reports).
         tiling: how large images are split; see :class:`TileSettings`.
         on_notice: receives one-line notices (e.g. tiles shrunk after running out of memory).
+        fast: rearrange the network for inference (:mod:`dcmp_cli.core.fastpath`; same
+            results to float rounding). False keeps the plain network (benchmarks).
+        compile: also wrap it in ``torch.compile``.
+
+    A stateful ``stats`` policy passed to :meth:`__call__` sees an image twice when an
+    out-of-memory error makes the predictor retry it with smaller tiles.
     """
 
     kind: Kind
@@ -118,11 +125,19 @@ class Predictor:
         checkpoint: Checkpoint | None = None,
         tiling: TileSettings | None = None,
         on_notice: Callable[[str], None] | None = None,
+        fast: bool = True,
+        compile: bool = False,
     ) -> None:
         self.checkpoint = checkpoint
         self.device = device
         self.precision = check_precision(precision, device)
         self.model = model.to(device).eval()
+        self.fast = fast
+        self.channels_last = fast and uses_channels_last(device)
+        if fast:
+            self.model = prepare_for_inference(self.model, device, compile=compile)
+            if device.type == "cuda":
+                torch.backends.cudnn.benchmark = True
         self.tiling = tiling or TileSettings()
         self.on_notice = on_notice
         self._bytes_per_pixel: float | None = None
@@ -137,14 +152,21 @@ class Predictor:
         precision: Precision = "fp32",
         tiling: TileSettings | None = None,
         on_notice: Callable[[str], None] | None = None,
+        fast: bool = True,
+        compile: bool = False,
     ):
         """Builds the predictor from a checkpoint (or its path) of the right kind."""
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = read_checkpoint(checkpoint, kind=cls.kind)
-        return cls(checkpoint.build(device), device, precision, checkpoint, tiling, on_notice)
+        return cls(checkpoint.build(device), device, precision, checkpoint, tiling, on_notice, fast, compile)
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
         """Network-range input (B, 3, h, w) on the device -> network output (B, C_out, h, w)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
@@ -258,7 +280,7 @@ class DehazePredictor(Predictor):
 
     kind: Kind = "dehaze"
 
-    def network(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).image
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
@@ -275,7 +297,7 @@ class DepthPredictor(Predictor):
         """Whether the weights output disparity-like maps (the published ones do)."""
         return self.checkpoint is None or self.checkpoint.depth_convention == "disparity"
 
-    def network(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:

@@ -29,11 +29,16 @@ class SelectiveSkipFusion(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(features) != self.branches:
             raise ValueError(f"expected {self.branches} feature maps, got {len(features)}")
-        b, c, h, w = features[0].shape
-        stacked = torch.stack(list(features), dim=1)
-        weights = self.excite(F.relu(self.squeeze(self.pool(stacked.sum(dim=1)))))
+        b, c = features[0].shape[:2]
+        total = features[0]
+        for f in features[1:]:
+            total = total + f
+        weights = self.excite(F.relu(self.squeeze(self.pool(total))))
         weights = weights.view(b, self.branches, c, 1, 1).softmax(dim=1)
-        return (stacked * weights).sum(dim=1)
+        out = features[0] * weights[:, 0]
+        for i, f in enumerate(features[1:], start=1):
+            out = torch.addcmul(out, f, weights[:, i])
+        return out
 
 
 class _DownFuse(nn.Sequential):

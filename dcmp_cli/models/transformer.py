@@ -41,6 +41,10 @@ class WindowAttention(nn.Module):
     The bias of each head comes from a small MLP on the log-scaled relative positions.
     Input (num_windows·B, N, 3·dim) holding queries, keys and values (in that order, each
     split into heads); output (num_windows·B, N, dim).
+
+    :meth:`freeze` prepares inference: the bias (a function of fixed positions and the
+    MLP's weights) is computed once, and attention runs fused through
+    ``scaled_dot_product_attention`` with the bias as an additive mask.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, position_mlp_hidden: int = 256) -> None:
@@ -54,18 +58,30 @@ class WindowAttention(nn.Module):
         self.position_mlp = nn.Sequential(
             nn.Linear(2, position_mlp_hidden), nn.ReLU(inplace=True), nn.Linear(position_mlp_hidden, num_heads)
         )
+        self.frozen_bias: torch.Tensor | None = None
 
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) additive attention bias."""
+        if self.frozen_bias is not None:
+            return self.frozen_bias
         return self.position_mlp(self.relative_positions).permute(2, 0, 1)
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Caches the position bias and switches to fused attention (inference only)."""
+        self.frozen_bias = self.position_mlp(self.relative_positions).permute(2, 0, 1).contiguous()
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         windows, tokens, _ = qkv.shape
         head_dim = self.dim // self.num_heads
         q, k, v = qkv.reshape(windows, tokens, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias().unsqueeze(0)
-        attn = attn.softmax(dim=-1)
-        return (attn @ v).transpose(1, 2).reshape(windows, tokens, self.dim)
+        if self.frozen_bias is not None:
+            mask = self.frozen_bias.to(q.dtype).unsqueeze(0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1) + self.position_bias().unsqueeze(0)
+            out = attn.softmax(dim=-1) @ v
+        return out.transpose(1, 2).reshape(windows, tokens, self.dim)
 
 
 def window_partition(x: torch.Tensor, window_size: int) -> torch.Tensor:

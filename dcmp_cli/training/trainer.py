@@ -516,7 +516,8 @@ class Trainer:
         if self.val_set is None or self.validated_step == self.step:
             return None
         model = D.unwrap(self.dehaze)
-        predictor = DehazePredictor(model, self.device, self.precision)  # puts the model in eval mode
+        # The training network itself, in eval mode; fast=False leaves its layers as they are.
+        predictor = DehazePredictor(model, self.device, self.precision, fast=False)
         indices = shard(len(self.val_pairs), self.ctx.rank, self.ctx.world_size)
         total = torch.zeros(3, dtype=torch.float64)
         start = time.perf_counter()
