@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, required=True)
     parser.add_argument("--tile", type=int, default=256)
     parser.add_argument("--overlap", type=int, default=32)
+    parser.add_argument("--resize", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"),
+                        help="resize every image first (bicubic), e.g. to test multi-megapixel photos")
     parser.add_argument("images", nargs="*", type=Path, default=DEFAULT_IMAGES)
     args = parser.parse_args()
     model = read_checkpoint(args.weights, kind="dehaze").build()
@@ -59,6 +61,9 @@ def main() -> None:
         if not path.exists():
             continue
         image = image_to_tensor(read_image(path).rgb)
+        if args.resize:
+            width, height = args.resize
+            image = torch.nn.functional.interpolate(image, size=(height, width), mode="bicubic").clamp(0, 1)
         whole = whole_p(image)
         ours, naive = psnr_8bit(ours_p(image), whole), psnr_8bit(naive_p(image), whole)
         size = f"{image.shape[3]}x{image.shape[2]}"

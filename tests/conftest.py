@@ -23,6 +23,28 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture
+def isolated(tmp_path, monkeypatch):
+    """Runs with no default weights anywhere: cwd, env and data home all empty."""
+    for var in ("DCMP_WEIGHTS", "DCMP_DEPTH_WEIGHTS", "DCMP_WEIGHTS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks on tiny inputs run fastest on one thread (and do not stall on a busy machine).
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def reference_npz():
     return np.load(shared_path("reference", "conformance.npz"))
 

@@ -26,7 +26,7 @@ def official_state_dict(kind: str) -> dict[str, torch.Tensor]:
     """The authors' state dict filled by the reference fill rule (reference/README.md)."""
     rng = np.random.default_rng(SEEDS[kind])
     state = {}
-    for key, shape, dtype in read_keys(kind):
+    for key, shape, _dtype in read_keys(kind):
         if key.endswith("num_batches_tracked"):
             state[key] = torch.tensor(0, dtype=torch.int64)
             continue

@@ -21,16 +21,6 @@ from dcmp_cli.data.image_io import read_image
 runner = CliRunner()
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """Runs with no default weights anywhere: cwd, env and data home all empty."""
-    for var in ("DCMP_WEIGHTS", "DCMP_DEPTH_WEIGHTS", "DCMP_WEIGHTS_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def test_version_and_help():
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"dcmp {__version__}"

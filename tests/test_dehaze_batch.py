@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -186,8 +185,8 @@ def _slow_batch(root: Path, count: int) -> None:
 def test_killed_batch_leaves_no_partial_files_and_resumes(tmp_path, tiny_dehaze_ckpt, sig):
     src, out = tmp_path / "in", tmp_path / "out"
     _slow_batch(src, 40)
-    cmd = [sys.executable, "-m", "dcmp_cli", "dehaze", str(src), str(out), "-w", str(tiny_dehaze_ckpt), "--device", "cpu",
-           "--tile", "0"]
+    cmd = [sys.executable, "-m", "dcmp_cli", "--threads", "1", "dehaze", str(src), str(out), "-w", str(tiny_dehaze_ckpt),
+           "--device", "cpu", "--tile", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (out.is_dir() and len(list(out.glob("*.png"))) >= 2):

@@ -22,16 +22,6 @@ from dcmp_cli.metrics import psnr, ssim
 runner = CliRunner()
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch):
-    """No default weights anywhere: cwd, env and data home all empty."""
-    for var in ("DCMP_WEIGHTS", "DCMP_DEPTH_WEIGHTS", "DCMP_WEIGHTS_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 def make_pairs(
     root, names=("a", "b", "c"), hazy_dir="hazy", clear_dir="GT", size=(40, 56), clear_name=None, ext=".png"
 ):

@@ -18,13 +18,7 @@ from dcmp_cli.training.losses import (
 from dcmp_cli.training.trainer import clear_guides
 from dcmp_cli.training.vgg import VGG19Features, VGGWeightsError, load_vgg19
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on tiny inputs run fastest on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

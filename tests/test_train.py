@@ -33,13 +33,7 @@ runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "dcmpnet-tiny", "-b", "2", "--patch-size", "32", "--workers", "0", "--device", "cpu"]
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on tiny inputs run fastest on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

@@ -21,13 +21,7 @@ from dcmp_cli.training.data import (
     folder_depth_target,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks on tiny inputs run fastest on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 

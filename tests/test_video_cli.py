@@ -10,7 +10,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from test_video_io import audio_seconds, make_clip
 from typer.testing import CliRunner
 
@@ -27,17 +26,13 @@ from dcmp_cli.data.video_io import (
 runner = CliRunner()
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    """No default weights anywhere; one torch thread (tiny tensors, busy machines)."""
-    for var in ("DCMP_WEIGHTS", "DCMP_DEPTH_WEIGHTS", "DCMP_WEIGHTS_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data-home"))
-    monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path
-    torch.set_num_threads(threads)
+def _no_default_weights(isolated):
+    """Every test runs in an empty directory with no default weights anywhere."""
+    return isolated
 
 
 def all_files(folder):

@@ -20,22 +20,35 @@ from dcmp_cli.core.video import (
 )
 from dcmp_cli.data.video_io import hazy_clip
 from dcmp_cli.models import create_model
-from dcmp_cli.models.global_stats import SmoothedStats
+from dcmp_cli.models.global_stats import StatsPolicy
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and immune to a busy machine's thread contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_predictor() -> DehazePredictor:
     torch.manual_seed(0)
     return DehazePredictor(create_model("dcmpnet-tiny", "dehaze"), torch.device("cpu"))
+
+
+class SmoothedStats(StatsPolicy):
+    """Test oracle: a per-call exponential moving average of every statistic (batch of one)."""
+
+    def __init__(self, momentum: float) -> None:
+        self.momentum = momentum
+        self.state: dict = {}
+
+    def reset(self) -> None:
+        self.state.clear()
+
+    def resolve(self, key, compute):
+        current = tuple(v.detach() for v in compute())
+        previous = self.state.get(key)
+        if previous is not None:
+            current = tuple(self.momentum * p + (1.0 - self.momentum) * c for p, c in zip(previous, current))
+        self.state[key] = current
+        return current
 
 
 def two_scenes(frames_each: int = 4, height: int = 32, width: int = 48) -> list[np.ndarray]:

@@ -86,7 +86,20 @@ def make_progress(enabled: bool) -> Progress:
     )
 
 
-class RichBatchEvents(BatchEvents):
+class LiveProgress:
+    """Base of the rich renderers: a context manager around ``self.progress`` (a rich Progress)."""
+
+    progress: Progress
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)  # type: ignore[arg-type]
+
+
+class RichBatchEvents(LiveProgress, BatchEvents):
     """Renders batch progress with rich: one bar for the batch, one for tiles of the current image.
 
     Silent when stderr is not a terminal (batch jobs, pipes).
@@ -98,13 +111,6 @@ class RichBatchEvents(BatchEvents):
         self.label = label
         self.batch: TaskID | None = None
         self.tiles: TaskID | None = None
-
-    def __enter__(self) -> "RichBatchEvents":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def batch_started(self, total: int) -> None:
         self.batch = self.progress.add_task(self.label, total=total)
@@ -126,7 +132,7 @@ class RichBatchEvents(BatchEvents):
     def item_finished(self, result: ItemResult) -> None:
         if self.batch is not None:
             self.progress.advance(self.batch)
-        if result.status == "failed":
+        if result.status == "failed" and self.enabled:  # the summary lists failures again at the end
             self.progress.console.print(f"[red]failed[/] {result.input}: {result.reason}", soft_wrap=True)
 
 

@@ -12,6 +12,7 @@ from rich.progress import TaskID
 from rich.table import Table
 
 from dcmp_cli.cli.common import (
+    LiveProgress,
     CompileOption,
     EXIT_FAILED_ITEMS,
     DeviceOption,
@@ -47,19 +48,13 @@ EVAL_METHODS = ("auto", "dcmp", "dcp", "none")
 NOREF_HEADERS = {"haze": "haze ↓", "colourfulness": "colour ↑", "contrast": "contrast ↑"}
 
 
-class RichEvalEvents(EvalEvents):
+class RichEvalEvents(LiveProgress, EvalEvents):
     """One progress bar per dataset on stderr (only on a terminal); failed images as they happen."""
 
     def __init__(self, enabled: bool) -> None:
         self.progress = make_progress(enabled)
         self.task: TaskID | None = None
 
-    def __enter__(self) -> "RichEvalEvents":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def dataset_started(self, eval_set: EvalSet, steps: int) -> None:
         self.task = self.progress.add_task(f"eval {eval_set.label}", total=steps)
@@ -174,7 +169,7 @@ def render_table(reports: list[DatasetReport], protocol: str, no_reference: bool
         table.add_column("PSNR", justify="right")
         table.add_column("SSIM", justify="right")
     if no_reference:
-        for measure, header in NOREF_HEADERS.items():
+        for header in NOREF_HEADERS.values():
             table.add_column(header, justify="right", no_wrap=True)
     table.add_column("s/img", justify="right")
     for report in reports:

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dcmp_cli.cli.common import EXIT_FAILED_ITEMS, JsonOption, err_console, fail, note, print_json
+from dcmp_cli.cli.common import LiveProgress, EXIT_FAILED_ITEMS, JsonOption, err_console, fail, note, print_json
 from dcmp_cli.data.files import InputError, collect_inputs
 from dcmp_cli.data.synth import DEPTH_KINDS, SynthConfig, SynthError, SynthEvents, synthesize, write_manifest
 
@@ -28,7 +28,7 @@ def parse_range(text: str, option: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
-class RichSynthEvents(SynthEvents):
+class RichSynthEvents(LiveProgress, SynthEvents):
     def __init__(self, enabled: bool) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -40,12 +40,6 @@ class RichSynthEvents(SynthEvents):
         )
         self.task: TaskID | None = None
 
-    def __enter__(self) -> "RichSynthEvents":
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def started(self, total: int) -> None:
         self.task = self.progress.add_task("synth", total=total)

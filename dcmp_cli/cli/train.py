@@ -12,8 +12,12 @@ from rich.table import Table
 
 from dcmp_cli.cli.common import EXIT_FAILED_ITEMS, JsonOption, err_console, fail, note, print_json
 
+
 class RichTrainEvents:
-    """Progress bar with ETA and the latest losses; plain log lines when stderr is not a terminal."""
+    """Progress bar with ETA and the latest losses; plain log lines when stderr is not a terminal.
+
+    Its rich Progress is ``self.bar`` (``progress`` is one of the training events).
+    """
 
     def __init__(self, enabled: bool) -> None:
         console = err_console()

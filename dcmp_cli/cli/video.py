@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dcmp_cli.cli.common import (
+    LiveProgress,
     CompileOption,
     EXIT_FAILED_ITEMS,
     EXIT_USAGE,
@@ -78,7 +79,7 @@ class FramesPerSecondColumn(ProgressColumn):
         return Text(f"{speed:5.1f} fps" if speed else "   … fps", style="progress.data.speed")
 
 
-class RichVideoEvents(BatchEvents):
+class RichVideoEvents(LiveProgress, BatchEvents):
     """A bar of frames (with frames per second and ETA) for the current video, and one of
     videos when there are several. Silent when stderr is not a terminal."""
 
@@ -98,12 +99,6 @@ class RichVideoEvents(BatchEvents):
         self.videos: TaskID | None = None
         self.frames: TaskID | None = None
 
-    def __enter__(self) -> RichVideoEvents:
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.__exit__(*exc)  # type: ignore[arg-type]
 
     def batch_started(self, total: int) -> None:
         if total > 1:

@@ -11,7 +11,6 @@ overrides either.
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -84,6 +83,38 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+class PeakMemory:
+    """Measures the peak memory of a block: CUDA allocations, or the process's resident set on Linux.
+
+    ``with PeakMemory(device) as peak: ...`` then ``peak.bytes`` (None where unmeasurable):
+    the peak above what was in use when the block began.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.bytes: int | None = None
+        self._before: int | None = None
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._before = torch.cuda.memory_allocated(self.device)
+        elif self.device.type == "cpu" and _reset_peak_rss():
+            self._before = _peak_rss()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._before is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.bytes = torch.cuda.max_memory_allocated(self.device) - self._before
+        else:
+            after = _peak_rss()
+            self.bytes = None if after is None else max(0, after - self._before)
+
+
 def measure_bytes_per_pixel(run: Callable[[torch.Tensor], object], device: torch.device, side: int = _PROBE_SIDE) -> float:
     """Peak extra memory per input pixel of ``run`` on a (1, 3, side, side) probe.
 
@@ -92,21 +123,9 @@ def measure_bytes_per_pixel(run: Callable[[torch.Tensor], object], device: torch
     memory freed by earlier work cannot hide the probe's allocations.
     """
     probe = torch.zeros(1, 3, side, side, device=device)
-    pixels = side * side
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
+    with PeakMemory(device) as peak:
         run(probe)
-        torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - before) / pixels
-    if device.type == "cpu" and os.name == "posix" and _reset_peak_rss():
-        before = _peak_rss()
-        run(probe)
-        after = _peak_rss()
-        if before is not None and after is not None and after > before:
-            return (after - before) / pixels
-    return float(FALLBACK_BYTES_PER_PIXEL)
+    return peak.bytes / (side * side) if peak.bytes else float(FALLBACK_BYTES_PER_PIXEL)
 
 
 def is_out_of_memory(error: BaseException) -> bool:

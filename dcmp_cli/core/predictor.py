@@ -4,8 +4,9 @@ Every command that runs a network (dehaze, depth, eval, video) goes through thes
 device placement, precision, value-range conversion, small-image handling and tiling
 live in one place.
 
-Tiling keeps the network's image-global statistics (DESIGN.md §4): before the tiles
-run, a *statistics pass* runs the network on the image downscaled to at most
+Tiling keeps the network's image-global statistics (layer norms over C·H·W, instance
+norms, global pools): before the tiles run, a *statistics pass* runs the network on the
+image downscaled to at most
 ``max(tile², TileSettings.stats_pixels)`` pixels and records every layer norm's
 mean/std, every instance norm's mean/variance and every global pool; each tile then
 replays those values instead of computing its own. All tiles thus share one set of
@@ -264,7 +265,7 @@ class Predictor:
         """(B, 3, H, W) [0, 1] image, anywhere -> (B, C_out, H, W) float32 on the CPU.
 
         ``progress(done, total)`` reports tiles. ``stats``: a policy for the network's
-        image-global statistics (e.g. :class:`~dcmp_cli.models.global_stats.SmoothedStats`
+        image-global statistics (e.g. :class:`~dcmp_cli.core.video.SequentialStats`
         across video frames); with tiling it decides the statistics-pass values.
         """
         if image.ndim != 4 or image.shape[1] != 3:

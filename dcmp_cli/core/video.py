@@ -150,7 +150,7 @@ class SequentialStats(StatsPolicy):
 
     Call :meth:`set_starts` before each network call with one flag per frame of the
     batch: True where a scene starts (the average restarts there). For a batch of one
-    this is :class:`~dcmp_cli.models.global_stats.SmoothedStats` with resets; larger
+    this is a plain exponential moving average with resets; larger
     batches give the same values frame for frame, whether the network sees the whole
     batch in one pass or one frame per pass (as the tiled predictor does). When the
     network runs the same frames again (the predictor retrying after running out of

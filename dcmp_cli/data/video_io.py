@@ -180,7 +180,8 @@ def parse_color(pix_fmt_text: str) -> tuple[str, ColorInfo]:
             space, primaries, transfer = part.split("/")
         elif part in _MATRICES or part in ("unknown", "gbr", "ycgco"):
             space = primaries = transfer = part
-    unknown = lambda v: None if v in (None, "unknown", "reserved", "unspecified") else v
+    def unknown(v):
+        return None if v in (None, "unknown", "reserved", "unspecified") else v
     return name, ColorInfo(colour_range, unknown(space), unknown(primaries), unknown(transfer))
 
 

@@ -11,7 +11,8 @@ Such layers derive from :class:`GlobalStatsModule` and ask for each statistic th
 simply computes the value. Inside one, a :class:`StatsPolicy` decides what the layer
 uses: :class:`RecordStats` computes and remembers every value (run it on the whole image,
 or a downscaled copy of it), :class:`ReplayStats` hands back remembered values without
-computing them (run it on tiles), and other policies can blend values over time (video).
+computing them (run it on tiles), and other policies can blend values over time
+(video: :class:`dcmp_cli.core.video.SequentialStats`).
 
 Nothing is kept on the modules once the ``with`` block ends.
 """
@@ -39,7 +40,8 @@ class RecordStats(StatsPolicy):
     """Keeps every statistic used in :attr:`values` (key -> tuple of tensors).
 
     By default the statistics are computed; with ``inner``, that policy decides them
-    (e.g. a :class:`SmoothedStats`) and this one records its decisions.
+    (e.g. the temporal smoothing of :class:`dcmp_cli.core.video.SequentialStats`) and
+    this one records its decisions.
     """
 
     def __init__(self, inner: StatsPolicy | None = None) -> None:
@@ -70,33 +72,6 @@ class ReplayStats(StatsPolicy):
                 f"no recorded statistic {key!r}: record statistics with the same model "
                 "before replaying them"
             ) from None
-
-
-class SmoothedStats(StatsPolicy):
-    """Exponential moving average of every statistic over successive calls (video frames).
-
-    Each statistic used is ``momentum · previous + (1 − momentum) · current``; the first
-    call (and the first after :meth:`reset`, e.g. at a scene cut) uses the current value.
-    ``momentum`` 0 disables smoothing. Statistics with a batch dimension > 1 are not
-    smoothed across the batch; run one frame per call.
-    """
-
-    def __init__(self, momentum: float = 0.8) -> None:
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-        self.momentum = momentum
-        self.state: dict[str, StatTuple] = {}
-
-    def reset(self) -> None:
-        self.state.clear()
-
-    def resolve(self, key: str, compute: Callable[[], StatTuple]) -> StatTuple:
-        current = tuple(v.detach() for v in compute())
-        previous = self.state.get(key)
-        if previous is not None and self.momentum > 0 and all(p.shape == c.shape for p, c in zip(previous, current)):
-            current = tuple(self.momentum * p + (1.0 - self.momentum) * c for p, c in zip(previous, current))
-        self.state[key] = current
-        return current
 
 
 class GlobalStatsModule(nn.Module):

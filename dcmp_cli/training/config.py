@@ -7,7 +7,7 @@ Precedence: defaults < config file < command-line options. The resolved config i
 as ``config.json`` in the run folder; ``--resume`` reads it back.
 
 Defaults follow the authors' ``train.py`` and ``configs/indoor/DIACMPN-dehaze-Indoor.json``
-(DESIGN.md §1): batch 8 of 256×256 crops (edge decay 0.1, flips and 90° rotations), Adam
+(the authors' recipe): batch 8 of 256×256 crops (edge decay 0.1, flips and 90° rotations), Adam
 at 1e-4 for each network, cosine decay to 1e-6, 600 epochs, fp16 autocast on CUDA, the
 loss weights of their code. Where we depart from it, the field's help says so.
 """

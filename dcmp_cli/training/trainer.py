@@ -74,7 +74,7 @@ RESUMABLE_CHANGES = frozenset({
 })
 #: Config keys holding file or folder paths (stored absolute in config.json).
 PATH_KEYS = frozenset({"data", "val_data", "depth_teacher", "vgg_weights"})
-#: Metadata convention of the depth checkpoints written here (see DESIGN / README "Depth").
+#: Metadata convention of the depth checkpoints written here (see the README's "Conventions").
 DEPTH_CONVENTION = "disparity"
 
 
