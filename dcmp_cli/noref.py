@@ -35,8 +35,6 @@ import torch
 
 from dcmp_cli.prior import DarkChannelPrior
 
-#: Names of the measures, in report order, with the direction that means "less haze".
-MEASURES: dict[str, str] = {"haze": "lower", "colourfulness": "higher", "contrast": "higher"}
 DARK_CHANNEL_PATCH = 15
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
 

@@ -70,9 +70,6 @@ def weights_option(kind_word: str, env: str) -> object:
     )
 
 
-OptionalPath = Optional[Path]
-
-
 def make_progress(enabled: bool) -> Progress:
     """The progress display every command uses, on stderr."""
     return Progress(

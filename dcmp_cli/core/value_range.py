@@ -17,8 +17,3 @@ def to_network_range(image: torch.Tensor) -> torch.Tensor:
 def from_network_range(output: torch.Tensor) -> torch.Tensor:
     """[-1, 1] network output -> [0, 1] image, clamped as the authors' test script does."""
     return output.clamp(-1.0, 1.0) * 0.5 + 0.5
-
-
-def unclamped_from_network_range(output: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] network output -> [0, 1] scale without clamping (for losses and blending)."""
-    return output * 0.5 + 0.5

@@ -128,9 +128,6 @@ class SceneCutDetector:
         self._shape: tuple[int, ...] | None = None
         self.last_difference: float | None = None
 
-    def reset(self) -> None:
-        self._previous = self._shape = self.last_difference = None
-
     def __call__(self, frame: Frame) -> bool:
         current = thumbnail(frame)
         previous, shape = self._previous, self._shape

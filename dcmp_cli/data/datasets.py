@@ -37,7 +37,6 @@ HAZY_DIRS = ("hazy", "haze", "Hazy", "HAZY", "hazy_images", "input", "inputs", "
 CLEAR_DIRS = ("GT", "gt", "clear", "Clear", "CLEAR", "clean", "target", "targets", "GT_images")
 DEPTH_DIRS = ("depth", "Depth", "depths")
 DEPTH_EXTENSIONS = (".png", ".tif", ".tiff", ".npy")
-RULES = ("same-name", "hazy-token", "reside")
 #: Original SOTS-indoor: clear (640, 480) with a white border around hazy (620, 460).
 SOTS_BORDER = 10
 

@@ -25,7 +25,6 @@ from typing import Callable, Iterator, Mapping
 import torch
 from torch import nn
 
-Stat = torch.Tensor
 StatTuple = tuple[torch.Tensor, ...]
 
 

@@ -144,11 +144,6 @@ class TrainConfig:
         return replace(self, **_check_values(values))
 
 
-def field_help() -> dict[str, str]:
-    """Field name -> its help text."""
-    return {f.name: f.metadata["help"] for f in fields(TrainConfig)}
-
-
 def _names() -> dict[str, Any]:
     return {f.name: f for f in fields(TrainConfig)}
 

@@ -114,15 +114,6 @@ def all_gather(obj: Any, ctx: DistContext) -> list[Any]:
     return gathered
 
 
-def broadcast_object(obj: Any, ctx: DistContext) -> Any:
-    """Rank 0's ``obj`` in every process."""
-    if not ctx.distributed:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def broadcast_buffers(model: nn.Module, ctx: DistContext) -> None:
     """Copies rank 0's buffers (batch-norm statistics) to every process."""
     if ctx.distributed:
