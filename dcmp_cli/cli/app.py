@@ -51,11 +51,11 @@ def _root(
 
 app.command("dehaze")(dehaze_cli)
 app.command("depth")(depth_cli)
-app.command("info")(info_cli)
 app.command("video")(video_cli)
 app.command("eval")(eval_cli)
 app.command("synth")(synth_cli)
 app.command("train")(train_cli)
+app.command("info")(info_cli)
 
 
 def _terminate(signum: int, frame: object) -> None:
