@@ -200,13 +200,14 @@ def tile_settings(tile: str, overlap: int = 32, max_memory: str | None = None):
     from dcmp_cli.core.memory import parse_size
     from dcmp_cli.core.predictor import TileSettings
 
+    text = tile.strip().lower()
+    if text != "auto" and not text.isdigit():
+        fail(f"--tile must be auto, 0 or a size in pixels, got {tile!r}")
     try:
-        size = None if tile.strip().lower() == "auto" else int(tile)
         budget = parse_size(max_memory) if max_memory else None
-        return TileSettings(tile=size, overlap=overlap, max_memory=budget)
+        return TileSettings(tile=None if text == "auto" else int(text), overlap=overlap, max_memory=budget)
     except ValueError as e:
-        message = str(e) if "tile" in str(e) or "memory" in str(e) else f"--tile must be auto, 0 or a size in pixels, got {tile!r}"
-        fail(message)
+        fail(str(e))
 
 
 CompileOption = Annotated[

@@ -36,14 +36,19 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * scale)
 
 
-def available_ram() -> int | None:
-    """Bytes of RAM available to new allocations (Linux MemAvailable), or None."""
+def _proc_bytes(path: str, field: str) -> int | None:
+    """A ``FIELD: N kB`` entry of a Linux /proc file, in bytes, or None where there is none."""
     try:
-        text = Path("/proc/meminfo").read_text()
+        text = Path(path).read_text()
     except OSError:
         return None
-    m = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.MULTILINE)
+    m = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
     return int(m.group(1)) * 1024 if m else None
+
+
+def available_ram() -> int | None:
+    """Bytes of RAM available to new allocations (Linux MemAvailable), or None."""
+    return _proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 def activation_budget(device: torch.device, max_memory: int | None = None) -> int:
@@ -58,12 +63,7 @@ def activation_budget(device: torch.device, max_memory: int | None = None) -> in
 
 
 def _peak_rss() -> int | None:
-    try:
-        text = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
-    return int(m.group(1)) * 1024 if m else None
+    return _proc_bytes("/proc/self/status", "VmHWM")
 
 
 def _trim_heap() -> None:
