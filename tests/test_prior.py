@@ -64,7 +64,7 @@ def test_prior_removes_synthetic_haze_and_orders_depth(beta, airlight):
 
 def test_given_airlight_overrides_the_estimate():
     _, hazy, _ = synthetic_hazy(64, 64, seed=5)
-    _, _, a = DarkChannelPrior().dehaze(hazy, airlight=np.array([0.5, 0.6, 0.7], np.float32))
+    _, _, a = DarkChannelPrior().dehaze(hazy, globals=np.array([0.5, 0.6, 0.7], np.float32))
     np.testing.assert_allclose(a, [0.5, 0.6, 0.7], rtol=1e-6)
 
 

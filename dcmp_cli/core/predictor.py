@@ -322,7 +322,7 @@ class PriorDehazer:
         if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
             raise ValueError(f"expected a (1, 3, H, W) image tensor, got shape {tuple(image.shape)}")
         rgb = image[0].detach().float().cpu().permute(1, 2, 0).numpy()
-        return self.prior.dehaze(rgb, self.airlight)
+        return tuple(self.prior.dehaze(rgb, self.airlight))  # type: ignore[return-value]
 
     def __call__(self, image: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
         restored, _, _ = self._run(image)

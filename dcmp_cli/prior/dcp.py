@@ -21,9 +21,13 @@ Images are float32 (H, W, 3) RGB arrays in [0, 1]; everything runs in OpenCV/Num
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
+
+from dcmp_cli.prior.base import PriorResult
+from dcmp_cli.prior.guided_filter import guided_filter
 
 
 def _channel_min(image: np.ndarray) -> np.ndarray:
@@ -41,6 +45,8 @@ class DarkChannelPrior:
     and dark(I / A). The guided filter runs on a copy subsampled by ``radius // 8``
     (He & Sun's fast guided filter, 2015) when the radius is large.
     """
+
+    name: ClassVar[str] = "dcp"
 
     patch: int = 15
     top_fraction: float = 0.001
@@ -87,16 +93,20 @@ class DarkChannelPrior:
         """Guided-filter-refined transmission (H, W) in [0, 1]."""
         return self.refine(image, self.raw_transmission(image, airlight))
 
-    def dehaze(self, image: np.ndarray, airlight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Returns (restored image (H, W, 3) in [0, 1], transmission (H, W), airlight (3,)).
+    def estimate_globals(self, image: np.ndarray) -> np.ndarray:
+        """The airlight (3,): the prior's only image-global quantity."""
+        return self.airlight(np.ascontiguousarray(image, dtype=np.float32))
 
-        Pass ``airlight`` to override the estimate (e.g. a value smoothed over video frames).
+    def dehaze(self, image: np.ndarray, globals: np.ndarray | None = None) -> PriorResult:
+        """Restored image (H, W, 3) in [0, 1], transmission (H, W) and airlight (3,).
+
+        Pass ``globals`` (an airlight) to override the estimate (e.g. a value smoothed over video frames).
         """
         image = np.ascontiguousarray(image, dtype=np.float32)
         eroded = self.patch_minimum(image)
-        a = self.airlight(image, _channel_min(eroded)) if airlight is None else np.asarray(airlight, dtype=np.float32)
+        a = self.airlight(image, _channel_min(eroded)) if globals is None else np.asarray(globals, dtype=np.float32)
         t = self.refine(image, self.raw_transmission(image, a, eroded))
-        return recover(image, t, a, self.t_min), t, a
+        return PriorResult(recover(image, t, a, self.t_min), t, a)
 
 
 def recover(image: np.ndarray, t: np.ndarray, airlight: np.ndarray, t_min: float = 0.1, rows: int = 128) -> np.ndarray:
@@ -111,36 +121,3 @@ def recover(image: np.ndarray, t: np.ndarray, airlight: np.ndarray, t_min: float
         block += a3
         np.clip(block, 0.0, 1.0, out=block)
     return out
-
-
-def guided_filter(guide: np.ndarray, source: np.ndarray, radius: int, eps: float, subsample: int = 1) -> np.ndarray:
-    """Grey-guide guided filter (He et al. 2010) with box means: (H, W) float32 -> (H, W).
-
-    ``subsample`` > 1 computes the linear coefficients on copies reduced by that factor
-    and upsamples them (the fast guided filter); the output keeps full resolution.
-    """
-    guide = np.ascontiguousarray(guide, dtype=np.float32)
-    source = np.ascontiguousarray(source, dtype=np.float32)
-    h, w = guide.shape
-    small_size = (max(1, w // subsample), max(1, h // subsample))
-    g = cv2.resize(guide, small_size, interpolation=cv2.INTER_AREA) if subsample > 1 else guide
-    p = cv2.resize(source, small_size, interpolation=cv2.INTER_AREA) if subsample > 1 else source
-    r = max(1, radius // subsample)
-    size = (2 * r + 1, 2 * r + 1)
-
-    def mean(x: np.ndarray) -> np.ndarray:
-        return cv2.boxFilter(x, cv2.CV_32F, size, borderType=cv2.BORDER_REFLECT)
-
-    mean_i, mean_p = mean(g), mean(p)
-    a = (mean(g * p) - mean_i * mean_p) / (mean(g * g) - mean_i * mean_i + eps)
-    b = mean_p - a * mean_i
-    mean_a, mean_b = mean(a), mean(b)
-    if subsample > 1:
-        mean_a = cv2.resize(mean_a, (w, h), interpolation=cv2.INTER_LINEAR)
-        mean_b = cv2.resize(mean_b, (w, h), interpolation=cv2.INTER_LINEAR)
-    return mean_a * guide + mean_b
-
-
-def depth_from_transmission(t: np.ndarray, t_floor: float = 1e-3) -> np.ndarray:
-    """Relative depth −ln t (larger = farther), unnormalised, (H, W)."""
-    return -np.log(np.clip(t, t_floor, 1.0)).astype(np.float32)

@@ -1,0 +1,14 @@
+"""Weight-free dehazers built on image priors (no network, no weights).
+
+* :class:`DarkChannelPrior` — He, Sun, Tang's dark channel prior (``--method dcp``),
+  kept as the classic reference.
+
+Every prior follows :class:`ImagePrior`: float32 RGB (H, W, 3) in [0, 1] in, a
+:class:`PriorResult` (restored image, transmission, image-global quantities) out.
+"""
+
+from dcmp_cli.prior.base import ImagePrior, PriorResult, depth_from_transmission
+from dcmp_cli.prior.dcp import DarkChannelPrior, recover
+from dcmp_cli.prior.guided_filter import guided_filter
+
+__all__ = ["DarkChannelPrior", "ImagePrior", "PriorResult", "depth_from_transmission", "guided_filter", "recover"]
