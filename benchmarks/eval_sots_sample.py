@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dcmp_cli.core.device import resolve_device
 from dcmp_cli.core.evaluate import EvalModel, evaluate, open_eval_set
-from dcmp_cli.core.predictor import DehazePredictor, PriorDehazer
+from dcmp_cli.core.predictor import DehazePredictor
+from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.metrics import PROTOCOLS
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sots_indoor_sample"

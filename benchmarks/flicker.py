@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from dcmp_cli.core.device import resolve_device
-from dcmp_cli.core.predictor import DehazePredictor, PriorDehazer
+from dcmp_cli.core.predictor import DehazePredictor
+from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.core.video import (
     SceneCutDetector,
     TemporalDehazer,

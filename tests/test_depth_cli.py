@@ -72,6 +72,6 @@ def test_depth_formats_and_colormaps(tmp_path):
                                   "--colormap", "viridis"])
     assert preview.exit_code == 0 and read_image(tmp_path / "p.jpg").rgb.shape == (40, 50, 3)
     unknown = runner.invoke(app, ["depth", str(tmp_path / "h.png"), str(tmp_path / "q.png"), "--colormap", "rainbowz"])
-    assert unknown.exit_code == 2 and "unknown colormap" in unknown.output
+    assert unknown.exit_code == 2 and "Invalid value for '--colormap'" in unknown.output
     piped = runner.invoke(app, ["depth", "-", "-", "--method", "dcp", "--ext", "npy"], input=(tmp_path / "h.png").read_bytes())
     assert piped.exit_code == 0 and piped.stdout_bytes.startswith(b"\x93NUMPY")

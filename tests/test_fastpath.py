@@ -11,11 +11,12 @@ from conftest import shared_path, synthetic_hazy
 from official_fixtures import official_state_dict
 
 from dcmp_cli.core.checkpoint import read_checkpoint
-from dcmp_cli.core.fastpath import fold_batch_norms, prepare_for_inference
+from dcmp_cli.core.fastpath import prepare_for_inference
 from dcmp_cli.core.official import convert_official_state_dict, infer_official_config
 from dcmp_cli.core.predictor import DehazePredictor, TileSettings
 from dcmp_cli.data.image_io import image_to_tensor, read_image
 from dcmp_cli.models import build_model, create_model
+from dcmp_cli.models.fuse import fuse_modules
 from dcmp_cli.models.guide_unet import DoubleConv
 from dcmp_cli.models.transformer import WindowAttention
 
@@ -54,25 +55,68 @@ def test_batch_norm_folding_is_exact_to_float_rounding():
     _randomise_batch_norms(model)
     folded = copy.deepcopy(model)
     n_double = sum(isinstance(m, DoubleConv) for m in model.modules())
-    assert fold_batch_norms(folded) == 2 * n_double
+    assert sum(m.fuse() for m in folded.modules() if isinstance(m, DoubleConv)) == 2 * n_double
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    assert fold_batch_norms(folded) == 0  # idempotent
+    assert sum(m.fuse() for m in folded.modules() if isinstance(m, DoubleConv)) == 0  # idempotent
     x = torch.rand(1, 3, 64, 80) * 2 - 1
     with torch.inference_mode():
         assert (model(x).image - folded(x).image).abs().max() < 1e-5
 
 
-def test_frozen_fused_attention_equals_the_eager_attention():
+def test_fused_attention_equals_the_eager_attention():
     torch.manual_seed(0)
     attention = WindowAttention(dim=24, num_heads=3, window_size=8).eval()
     qkv = torch.randn(5, 64, 72)
     with torch.no_grad():
         eager = attention(qkv)
         bias = attention.position_bias()
-        attention.freeze()
+        attention.fuse()
         assert torch.equal(attention.position_bias(), bias)
         fused = attention(qkv)
     assert (eager - fused).abs().max() < 1e-5
+
+
+def test_cached_bias_is_a_buffer_that_moves_and_is_not_saved():
+    attention = WindowAttention(dim=24, num_heads=3, window_size=8).eval()
+    attention.fuse()
+    assert "frozen_bias" in dict(attention.named_buffers())
+    assert "frozen_bias" not in attention.state_dict()
+    attention.to(torch.float64)
+    assert attention.frozen_bias is not None and attention.frozen_bias.dtype == torch.float64
+
+
+def test_building_a_predictor_leaves_the_callers_model_unchanged():
+    torch.manual_seed(0)
+    model = create_model("dcmpnet-tiny")
+    _randomise_batch_norms(model)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = [type(m) for m in model.modules()]
+    predictor = DehazePredictor(model, CPU, tiling=TileSettings(tile=0))
+    predictor(torch.rand(1, 3, 40, 48))
+    assert model.training
+    assert [type(m) for m in model.modules()] == modules  # no batch norm folded away
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(m.frozen_bias is None for m in model.modules() if isinstance(m, WindowAttention))
+    assert all(p.is_contiguous() for p in model.parameters())  # not switched to channels-last
+
+
+def test_a_model_that_went_through_inference_still_trains():
+    torch.manual_seed(0)
+    model = create_model("dcmpnet-tiny").eval()
+    DehazePredictor(model, CPU, tiling=TileSettings(tile=0))(torch.rand(1, 3, 32, 32))
+    fuse_modules(model)  # even a model fused in place: training mode ignores the cached bias
+    model.train()
+    out = model(torch.rand(1, 3, 32, 32) * 2 - 1).image
+    out.mean().backward()
+    grads = [m.position_mlp[0].weight.grad for m in model.modules() if isinstance(m, WindowAttention)]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_a_predictor_does_not_switch_cudnn_autotuning_on_for_the_process():
+    before = torch.backends.cudnn.benchmark
+    DehazePredictor(create_model("dcmpnet-tiny"), CPU, tiling=TileSettings(tile=0))(torch.rand(1, 3, 32, 32))
+    assert torch.backends.cudnn.benchmark == before
 
 
 def test_predictors_agree_with_and_without_the_fast_path():

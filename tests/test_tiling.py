@@ -80,8 +80,8 @@ def test_tiled_prediction_keeps_shape_and_range():
     image = image_to_tensor(hazy)
     whole = _tiny_predictor(TileSettings(tile=0))(image)
     predictor = _tiny_predictor(TileSettings(tile=64, overlap=16))
+    assert predictor.plan(150, 170) == 64
     tiled = predictor(image)
-    assert predictor.last_tile == 64
     assert tiled.shape == whole.shape == image.shape
     assert 0.0 <= tiled.min() and tiled.max() <= 1.0
     assert torch.isfinite(tiled).all()
@@ -89,19 +89,18 @@ def test_tiled_prediction_keeps_shape_and_range():
 
 def test_image_smaller_than_the_tile_runs_whole():
     predictor = _tiny_predictor(TileSettings(tile=256))
-    predictor(torch.rand(1, 3, 100, 120))
-    assert predictor.last_tile == 0
+    assert predictor.plan(100, 120) == 0
 
 
 def test_auto_tiles_when_the_budget_is_small():
     predictor = _tiny_predictor(TileSettings(tile=None, max_memory=4 * 1024 * 1024))
+    tile = predictor.plan(200, 260)
+    assert tile >= 64 and tile % ALIGN == 0
+    assert tile * tile * predictor.bytes_per_pixel() <= 4 * 1024 * 1024 or tile == 64
     out = predictor(torch.rand(1, 3, 200, 260))
     assert out.shape == (1, 3, 200, 260)
-    assert predictor.last_tile >= 64 and predictor.last_tile % ALIGN == 0
-    assert predictor.last_tile * predictor.last_tile * predictor.bytes_per_pixel() <= 4 * 1024 * 1024 or predictor.last_tile == 64
     roomy = _tiny_predictor(TileSettings(tile=None, max_memory=8 * 1024**3))
-    roomy(torch.rand(1, 3, 200, 260))
-    assert roomy.last_tile == 0
+    assert roomy.plan(200, 260) == 0
 
 
 class _OutOfMemoryAbove(DehazePredictor):
@@ -123,15 +122,15 @@ def test_out_of_memory_retries_with_smaller_tiles():
     predictor.limit = 128 * 128
     out = predictor(torch.rand(1, 3, 300, 300))
     assert out.shape == (1, 3, 300, 300)
-    assert predictor.last_tile == 128
-    assert notices == ["out of memory with --tile 256; retrying with --tile 128"]
+    assert notices == ["out of memory with 256-pixel tiles; retrying with 128-pixel tiles"]
 
 
 def test_out_of_memory_at_the_smallest_tile_says_what_to_do():
     predictor = _OutOfMemoryAbove(create_model("dcmpnet-tiny"), CPU, tiling=TileSettings(tile=128))
     predictor.limit = 10
-    with pytest.raises(TileMemoryError, match="lower --max-memory, or use --device cpu"):
+    with pytest.raises(TileMemoryError, match="lower the memory budget, or run on the CPU") as caught:
         predictor(torch.rand(1, 3, 300, 300))
+    assert caught.value.tile == 64 and caught.value.device == CPU
 
 
 def test_other_errors_are_not_retried():

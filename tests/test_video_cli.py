@@ -14,7 +14,7 @@ from test_video_io import audio_seconds, make_clip
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
-from dcmp_cli.core.predictor import PriorDehazer
+from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.data.image_io import read_image, write_image
 from dcmp_cli.data.video_io import (
     hazy_clip,
@@ -112,17 +112,16 @@ class InterruptingPrior(PriorDehazer):
         super().__init__()
         self.at, self.calls = at, 0
 
-    def __call__(self, image, progress=None):
+    def run(self, images, *, progress=None, temporal=None):
         self.calls += 1
         if self.calls == self.at:
             raise KeyboardInterrupt
-        return super().__call__(image, progress)
+        return super().run(images, progress=progress, temporal=temporal)
 
 
 def test_interrupted_run_leaves_no_partial_output(tmp_path, monkeypatch):
     source = make_clip(tmp_path / "in.mp4", frames=20, audio=True)
-    monkeypatch.setattr("dcmp_cli.cli.video.select_dehazer",
-                        lambda *a, **k: (InterruptingPrior(at=8), {"method": "dcp", "weights": None}))
+    monkeypatch.setattr("dcmp_cli.core.loading.load_dehazer", lambda *a, **k: InterruptingPrior(at=8))
     result = runner.invoke(app, ["video", str(source), str(tmp_path / "out" / "result.mp4")])
     assert result.exit_code == 130
     assert "interrupted" in result.output

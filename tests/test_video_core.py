@@ -7,17 +7,17 @@ import pytest
 import torch
 from conftest import shared_path
 
-from dcmp_cli.core.predictor import DehazePredictor, PriorDehazer
-from dcmp_cli.core.video import (
-    FlickerMeter,
+from dcmp_cli.core.predictor import DehazePredictor
+from dcmp_cli.core.prior_models import PriorDehazer
+from dcmp_cli.core.flicker import FlickerMeter, flicker
+from dcmp_cli.core.temporal import (
     SceneCutDetector,
     SequentialStats,
     TemporalDehazer,
     TemporalOptions,
     dehaze_stream,
-    flicker,
-    natural_key,
 )
+from dcmp_cli.core.video import natural_key
 from dcmp_cli.data.video_io import hazy_clip
 from dcmp_cli.models import create_model
 from dcmp_cli.models.global_stats import StatsPolicy
@@ -70,12 +70,12 @@ def test_sequential_stats_equal_per_frame_smoothed_stats_with_resets(tiny_predic
     for frame, start in zip(frames, starts):
         if start:
             reference.reset()
-        expected.append(tiny_predictor(as_tensor([frame]), stats=reference))
+        expected.append(tiny_predictor.run(as_tensor([frame]), temporal=reference))
     policy = SequentialStats(0.7)
     got = []
     for lo, hi in ((0, 4), (4, 6)):  # a batch across the cut, then the rest
         policy.set_starts(starts[lo:hi])
-        got.extend(tiny_predictor(as_tensor(frames[lo:hi]), stats=policy).split(1))
+        got.extend(tiny_predictor.run(as_tensor(frames[lo:hi]), temporal=policy).split(1))
     for a, b in zip(expected, got):
         torch.testing.assert_close(b, a, atol=2e-5, rtol=0)
     # and smoothing does change the result of the frames after the first of a scene
@@ -118,8 +118,8 @@ def test_tiled_frames_are_smoothed_the_same_in_batches(tiny_predictor):
 
     tiled = DehazePredictor(tiny_predictor.model, torch.device("cpu"), tiling=TileSettings(tile=32, overlap=8))
     frames = list(hazy_clip(4, 48, 64))
+    assert tiled.plan(48, 64) == 32
     one = TemporalDehazer(tiled, TemporalOptions(smooth=0.8, batch=1))(frames)
-    assert tiled.last_tile == 32
     four = TemporalDehazer(tiled, TemporalOptions(smooth=0.8, batch=4))(frames)
     for a, b in zip(one, four):
         np.testing.assert_allclose(b, a, atol=2e-5)
@@ -134,28 +134,39 @@ def test_no_smoothing_is_the_plain_predictor(tiny_predictor):
         np.testing.assert_allclose(out, tiny_predictor(as_tensor([frame]))[0].permute(1, 2, 0).numpy(), atol=1e-6)
 
 
-def test_out_of_memory_halves_the_batch_and_keeps_results(tiny_predictor):
-    calls = []
+class LimitedPredictor(DehazePredictor):
+    """Runs out of memory on passes of more than ``limit`` images (and records every pass's batch)."""
 
-    def limited(image, progress=None, stats=None):
-        calls.append(image.shape[0])
-        if image.shape[0] > 2:
+    limit = 2
+
+    def network(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        if x.shape[0] > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return tiny_predictor(image, stats=stats)
+        return super().network(x)
 
+
+def test_out_of_memory_halves_the_batch_and_keeps_results(tiny_predictor):
+    from dcmp_cli.core.predictor import TileSettings
+
+    limited = LimitedPredictor(tiny_predictor.model, torch.device("cpu"), tiling=TileSettings(tile=0))
+    limited.calls = []
     frames = list(hazy_clip(6, 32, 48))
     reference = TemporalDehazer(tiny_predictor, TemporalOptions(smooth=0.8, batch=1))(frames)
     dehazer = TemporalDehazer(limited, TemporalOptions(smooth=0.8, batch=6))
     outputs = [out for _, _, out in dehaze_stream(((None, f) for f in frames), dehazer)]
-    assert dehazer.batch <= 2 and calls[0] == 6
+    assert limited.calls[0] == 6 and sum(c for c in limited.calls if c <= limited.limit) == len(frames)
+    assert limited._max_batch is not None and limited._max_batch <= 2  # later batches start small
     for a, b in zip(reference, outputs):
         np.testing.assert_allclose(b, a, atol=2e-5)
 
 
 def test_other_errors_are_not_taken_for_out_of_memory(tiny_predictor):
-    def broken(image, progress=None, stats=None):
-        raise RuntimeError("expected input with 3 channels")
+    class Broken(DehazePredictor):
+        def network(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("expected input with 3 channels")
 
+    broken = Broken(tiny_predictor.model, torch.device("cpu"))
     with pytest.raises(RuntimeError, match="3 channels"):
         TemporalDehazer(broken, TemporalOptions(batch=4))(list(hazy_clip(4, 32, 48)))
 
@@ -181,7 +192,7 @@ def test_prior_airlight_follows_an_ema_and_restarts_at_cuts():
     np.testing.assert_allclose(outputs[1], expected_second, atol=1e-6)
     fresh, _, _ = prior.prior.dehaze(frames[3])  # first frame after the cut: its own airlight
     np.testing.assert_allclose(outputs[3], fresh, atol=1e-6)
-    assert prior.airlight is None  # the dehazer does not leave its airlight on the model
+    assert not hasattr(prior, "airlight")  # the smoothed airlight lives in the dehazer's state, not on the model
     assert dehazer.scene_cuts == 1
 
 

@@ -1,23 +1,37 @@
-"""Pieces every command shares: consoles, option types, error exits, result rendering."""
+"""Pieces every command shares: consoles, option types, library errors as exits, result rendering.
+
+Nothing here imports torch: ``dcmp --help`` and usage errors stay fast. The commands
+import the library inside their functions.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from dcmp_cli.choices import Method, Precision
 from dcmp_cli.core.batch import BatchEvents, BatchSummary, ItemResult
 
-#: Exit codes: 0 all good; 1 some inputs failed; 2 unusable options, weights, device or input.
+if TYPE_CHECKING:
+    from dcmp_cli.core.depth import DepthEstimator
+    from dcmp_cli.core.image_model import ImageModel
+
+#: Exit codes: 0 all good; 1 some inputs failed; 2 unusable options, weights, device or input;
+#: 130 interrupted (128 + SIGINT, as shells report it).
 EXIT_FAILED_ITEMS = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+STREAM = "-"
 
 
 @lru_cache(maxsize=1)
@@ -47,17 +61,53 @@ def print_json(data: object) -> None:
     sys.stdout.flush()
 
 
+# ----------------------------------------------------------------------------- options
+
 DeviceOption = Annotated[
     str, typer.Option("--device", "-d", help="Where the network runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
 ]
 PrecisionOption = Annotated[
-    str,
-    typer.Option(
-        "--precision",
-        help="fp32, or fp16 / bf16 mixed precision (GPU; bf16 also on CPU). Global statistics stay fp32.",
-    ),
+    Precision,
+    typer.Option("--precision", help="fp32, or fp16 / bf16 mixed precision (GPU; bf16 also on CPU). Global statistics stay fp32."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
+MethodOption = Annotated[
+    Method,
+    typer.Option(
+        "--method",
+        "-m",
+        help="dcmp (DCMPNet, needs weights), dcp (dark channel prior, no weights), or auto: dcmp when weights are "
+        "found, else the weight-free default.",
+    ),
+]
+TileOption = Annotated[
+    str,
+    typer.Option(
+        "--tile",
+        help="Tile size in pixels (a multiple of 32), 0 for the whole image in one pass, or auto: the whole image when "
+        "it fits the memory budget, else the largest tile that does.",
+    ),
+]
+TileOverlapOption = Annotated[int, typer.Option("--tile-overlap", help="Pixels neighbouring tiles share; blended.", min=0)]
+MaxMemoryOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--max-memory",
+        help="Memory budget for one forward pass, e.g. 2G or 800M. Default: 80% of free GPU memory, or up to 2 GiB of "
+        "RAM on the CPU.",
+        show_default=False,
+    ),
+]
+CompileOption = Annotated[
+    bool, typer.Option("--compile", help="Compile the network with torch.compile (slow start, faster on long runs).")
+]
+RecursiveOption = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of INPUT.")]
+OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")]
+ShardOption = Annotated[
+    Optional[str],
+    typer.Option("--shard", help="K/N: process only shard K of N (by a hash of each path), for N parallel jobs.",
+                 show_default=False),
+]
 
 
 def weights_option(kind_word: str, env: str) -> object:
@@ -65,9 +115,80 @@ def weights_option(kind_word: str, env: str) -> object:
         "--weights",
         "-w",
         help=f"{kind_word} checkpoint: the authors' .pth, a state dict, or a dcmp .safetensors. "
-        f"Default: ${env}, then ./weights and ~/.local/share/dcmp/weights (see `dcmp info --help`).",
+        f"Default: ${env}, then ./weights and ~/.local/share/dcmp/weights (see `dcmp info`).",
         show_default=False,
     )
+
+
+# ----------------------------------------------------------------------------- library errors
+
+
+def missing_weights_message(kind: str) -> str:
+    """How to get weights for ``kind``, with the flags and places to use."""
+    from dcmp_cli.core.weights import DEFAULT_FILE_NAMES, WEIGHTS_ENV
+
+    what = "dehazing" if kind == "dehaze" else "depth"
+    names = " or ".join(DEFAULT_FILE_NAMES[kind][:2])  # type: ignore[index]
+    return (
+        f"no {what} weights found: pass --weights FILE, set ${WEIGHTS_ENV[kind]}, or put {names} into ./weights "  # type: ignore[index]
+        "(authors' checkpoints: github.com/zhoushen1/DCMPNet; or train your own with `dcmp train`)"
+    )
+
+
+@contextmanager
+def library_errors() -> Iterator[None]:
+    """Turns the library's typed setup errors into one-line exits with code 2, naming flags where they help."""
+    from dcmp_cli.core.checkpoint import CheckpointError
+    from dcmp_cli.core.device import DeviceError
+    from dcmp_cli.core.loading import MethodError, WeightsRequired
+    from dcmp_cli.core.weights import WeightsNotFound
+    from dcmp_cli.data.files import InputError
+
+    try:
+        yield
+    except WeightsRequired as e:
+        fail(missing_weights_message(e.kind))
+    except DeviceError as e:
+        fail(f"--{e.option} {e.value}: {e.problem}")
+    except (CheckpointError, WeightsNotFound, MethodError, InputError) as e:
+        fail(str(e))
+
+
+def parse_tiling(tile: str, overlap: int, max_memory: str | None) -> dict[str, object]:
+    """--tile/--tile-overlap/--max-memory as keyword arguments of the loaders (exits on bad values)."""
+    from dcmp_cli.sizes import parse_size
+
+    text = tile.strip().lower()
+    if text != "auto" and not text.isdigit():
+        fail(f"--tile must be auto, 0 or a size in pixels, got {tile!r}")
+    try:
+        budget = parse_size(max_memory) if max_memory else None
+    except ValueError as e:
+        fail(f"--max-memory: {e}")
+    size = None if text == "auto" else int(text)
+    if size is not None and 0 < size < 32:
+        fail(f"--tile must be 0 (whole image) or at least 32 pixels, got {size}")
+    return {"tile": size, "tile_overlap": overlap, "max_memory": budget}
+
+
+def announce_dehazer(requested: Method, dehazer: ImageModel) -> None:
+    """One line saying what ``--method auto`` chose."""
+    if requested != Method.AUTO:
+        return
+    if dehazer.weights is None:
+        note(f"no DCMPNet weights found: using the {dehazer.title}, which needs none (--method {dehazer.method}); "
+             "pass --weights or see weights/README.md for DCMPNet")
+    else:
+        note(f"using DCMPNet weights {dehazer.weights} on {dehazer.device}")
+
+
+def chosen(model: ImageModel | DepthEstimator) -> dict[str, object]:
+    """{'method': ..., 'weights': ...} of a loaded model, for --json summaries."""
+    weights = model.weights
+    return {"method": model.method, "weights": str(weights) if weights is not None else None}
+
+
+# ----------------------------------------------------------------------------- progress
 
 
 def make_progress(enabled: bool) -> Progress:
@@ -156,129 +277,6 @@ def render_summary(summary: BatchSummary, title: str) -> None:
 def summary_json(summary: BatchSummary, **extra: object) -> dict:
     counts = {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")}  # type: ignore[arg-type]
     return {**extra, "counts": counts, "files": [r.as_dict() for r in summary.results]}
-
-
-def resolve_weights(kind: str, weights: Path | None, required: bool = True) -> Path | None:
-    """``--weights`` or the default checkpoint for ``kind``; exits with a hint when required and absent."""
-    from dcmp_cli.core.weights import WeightsNotFound, find_default_weights, missing_weights_hint
-
-    if weights is not None:
-        return weights
-    try:
-        found = find_default_weights(kind)  # type: ignore[arg-type]
-    except WeightsNotFound as e:
-        fail(str(e))
-    if found is None and required:
-        fail(missing_weights_hint(kind))  # type: ignore[arg-type]
-    return found
-
-
-TileOption = Annotated[
-    str,
-    typer.Option(
-        "--tile",
-        help="Tile size in pixels (a multiple of 32), 0 for the whole image in one pass, or auto: the "
-        "whole image when it fits the memory budget, else the largest tile that does.",
-    ),
-]
-TileOverlapOption = Annotated[
-    int, typer.Option("--tile-overlap", help="Pixels neighbouring tiles share; blended.", min=0)
-]
-MaxMemoryOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--max-memory",
-        help="Memory budget for one forward pass, e.g. 2G or 800M. Default: 80% of free GPU memory, "
-        "or up to 2 GiB of RAM on the CPU.",
-        show_default=False,
-    ),
-]
-
-
-def tile_settings(tile: str, overlap: int = 32, max_memory: str | None = None):
-    """Parses --tile / --tile-overlap / --max-memory into TileSettings (exits on bad values)."""
-    from dcmp_cli.core.memory import parse_size
-    from dcmp_cli.core.predictor import TileSettings
-
-    text = tile.strip().lower()
-    if text != "auto" and not text.isdigit():
-        fail(f"--tile must be auto, 0 or a size in pixels, got {tile!r}")
-    try:
-        budget = parse_size(max_memory) if max_memory else None
-        return TileSettings(tile=None if text == "auto" else int(text), overlap=overlap, max_memory=budget)
-    except ValueError as e:
-        fail(str(e))
-
-
-CompileOption = Annotated[
-    bool, typer.Option("--compile", help="Compile the network with torch.compile (slow start, faster on long runs).")
-]
-
-
-def load_predictor(kind: str, weights: Path, device: str, precision: str, tiling=None, compile: bool = False):
-    """Builds the dehaze or depth predictor, turning every setup problem into a one-line exit."""
-    from dcmp_cli.core.checkpoint import CheckpointError
-    from dcmp_cli.core.device import DeviceError, resolve_device
-    from dcmp_cli.core.predictor import DehazePredictor, DepthPredictor
-
-    cls = DehazePredictor if kind == "dehaze" else DepthPredictor
-    try:
-        torch_device = resolve_device(device)
-        return cls.from_checkpoint(weights, torch_device, precision, tiling, on_notice=note, compile=compile)  # type: ignore[arg-type]
-    except (CheckpointError, DeviceError) as e:
-        fail(str(e))
-
-
-METHODS = ("auto", "dcmp", "dcp")
-MethodOption = Annotated[
-    str,
-    typer.Option(
-        "--method",
-        "-m",
-        help="dcmp (DCMPNet, needs weights), dcp (dark channel prior, no weights), or auto: dcmp when "
-        "weights are found, else dcp.",
-    ),
-]
-
-
-def select_dehazer(
-    method: str, weights: Path | None, device: str, precision: str, quiet: bool = False, tiling=None, compile: bool = False
-):
-    """Returns (image model, {'method': ..., 'weights': ...}) for --method, announcing auto's choice."""
-    from dcmp_cli.core.predictor import PriorDehazer
-
-    if method not in METHODS:
-        fail(f"unknown --method {method!r}; choose auto, dcmp or dcp")
-    if method == "dcp":
-        return PriorDehazer(), {"method": "dcp", "weights": None}
-    checkpoint = resolve_weights("dehaze", weights, required=method == "dcmp")
-    if checkpoint is None:
-        if not quiet:
-            note("no DCMPNet weights found: using the dark channel prior (--method dcp); "
-                 "pass --weights or see weights/README.md for DCMPNet")
-        return PriorDehazer(), {"method": "dcp", "weights": None}
-    predictor = load_predictor("dehaze", checkpoint, device, precision, tiling, compile)
-    if method == "auto" and not quiet:
-        note(f"using DCMPNet weights {checkpoint} on {predictor.device}")
-    return predictor, {"method": "dcmp", "weights": str(checkpoint)}
-
-
-def collect_or_fail(spec: str, recursive: bool, shard: str | None = None):
-    """INPUT -> InputSet (only shard K of N with ``shard='K/N'``); exits with one line on failure."""
-    from dcmp_cli.data.files import InputError, collect_inputs, in_shard, parse_shard
-
-    try:
-        inputs = collect_inputs(spec, recursive)
-        if shard:
-            k, n = parse_shard(shard)
-            inputs.files = [p for p in inputs.files if in_shard(p, inputs.root, k, n)]
-            inputs.ignored = [p for p in inputs.ignored if in_shard(p, inputs.root, k, n)]
-    except InputError as e:
-        fail(str(e))
-    return inputs
-
-
-STREAM = "-"
 
 
 def run_stream(input: str, output: str, encode, default_ext: str) -> None:

@@ -7,29 +7,34 @@ from typing import Annotated, Optional
 
 import typer
 
+from dcmp_cli.choices import Method, Precision
 from dcmp_cli.cli.common import (
-    CompileOption,
     EXIT_FAILED_ITEMS,
+    STREAM,
+    CompileOption,
     DeviceOption,
     JsonOption,
     MaxMemoryOption,
     MethodOption,
-    STREAM,
+    OverwriteOption,
     PrecisionOption,
+    RecursiveOption,
     RichBatchEvents,
+    ShardOption,
     TileOption,
     TileOverlapOption,
-    collect_or_fail,
+    announce_dehazer,
+    chosen,
     fail,
+    library_errors,
+    note,
+    parse_tiling,
     print_json,
     render_summary,
     run_stream,
-    select_dehazer,
     summary_json,
-    tile_settings,
     weights_option,
 )
-from dcmp_cli.core.image_jobs import OutputOptions, dehaze_files, encode_dehazed
 
 
 def dehaze_cli(
@@ -41,15 +46,15 @@ def dehaze_cli(
         str,
         typer.Argument(help="Output folder (mirrors sub-folders), a file for a single input, or - for stdout.", show_default=False),
     ],
-    method: MethodOption = "auto",
+    method: MethodOption = Method.AUTO,
     weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = Precision.FP32,
     compile: CompileOption = False,
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of INPUT.")] = False,
+    recursive: RecursiveOption = False,
     ext: Annotated[
         Optional[str],
         typer.Option("--ext", help="Output format by extension: png, jpg, tif, webp or bmp. Default: the input's (png for stdin)."),
@@ -60,23 +65,23 @@ def dehaze_cli(
     ] = None,
     quality: Annotated[int, typer.Option("--quality", help="JPEG/WebP quality.", min=1, max=100)] = 95,
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write input | output next to each other.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")] = False,
-    shard: Annotated[
-        Optional[str],
-        typer.Option("--shard", help="K/N: process only shard K of N (by a hash of each path), for N parallel jobs."),
-    ] = None,
+    overwrite: OverwriteOption = False,
+    shard: ShardOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Dehaze images with DCMPNet, or the dark channel prior when no weights are at hand.
+    """Dehaze images with DCMPNet, or a weight-free method when no weights are at hand.
 
     Outputs keep each input's name, size, bit depth, greyscale/colour form and alpha.
     Existing outputs are skipped, so re-running resumes an interrupted batch; outputs
     are written atomically and inputs are never overwritten. Large images are tiled
     with shared global statistics (see --tile).
     """
+    from dcmp_cli.core.image_jobs import OutputOptions, encode_dehazed, plan_image_jobs, run_dehaze_jobs
+    from dcmp_cli.core.loading import load_dehazer
+
     if bit_depth not in (None, 8, 16):
         fail(f"--bit-depth must be 8 or 16, got {bit_depth}")
-    tiling = tile_settings(tile, tile_overlap, max_memory)
+    tiling = parse_tiling(tile, tile_overlap, max_memory)
     options = OutputOptions(
         ext=None if ext is None else "." + ext.lstrip(".").lower(),
         suffix=suffix,
@@ -84,18 +89,22 @@ def dehaze_cli(
         quality=quality,
         side_by_side=side_by_side,
     )
-    if STREAM in (input, output):
-        model, _ = select_dehazer(method, weights, device, precision, quiet=True, tiling=tiling, compile=compile)
+    stream = STREAM in (input, output)
+    with library_errors():
+        plan = None if stream else plan_image_jobs(input, output, recursive=recursive, ext=ext, suffix=suffix, shard=shard)
+        dehazer = load_dehazer(method, weights, device=device, precision=precision, compile=compile, on_notice=note,
+                               **tiling)  # type: ignore[arg-type]
+    if plan is None:
         source_ext = Path(input).suffix.lower() if input != STREAM else ""
-        run_stream(input, output, lambda image, ext: encode_dehazed(image, model, ext, options),
+        run_stream(input, output, lambda image, ext: encode_dehazed(image, dehazer, ext, options),
                    options.ext or source_ext or ".png")
         return
-    inputs = collect_or_fail(input, recursive, shard)
-    model, chosen = select_dehazer(method, weights, device, precision, quiet=json_out, tiling=tiling, compile=compile)
+    if not json_out:
+        announce_dehazer(method, dehazer)
     with RichBatchEvents("dehaze", enabled=None if not json_out else False) as events:
-        summary = dehaze_files(inputs, Path(output), model, options, overwrite=overwrite, events=events)
+        summary = run_dehaze_jobs(plan, dehazer, options, overwrite=overwrite, events=events)
     if json_out:
-        print_json(summary_json(summary, command="dehaze", **chosen))
+        print_json(summary_json(summary, command="dehaze", **chosen(dehazer)))
     else:
         render_summary(summary, "dcmp dehaze")
     if not summary.ok:

@@ -2,49 +2,42 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.progress import TaskID
 from rich.table import Table
 
+from dcmp_cli.choices import EvalMethod, Method, Precision, Protocol
 from dcmp_cli.cli.common import (
-    LiveProgress,
-    CompileOption,
     EXIT_FAILED_ITEMS,
+    CompileOption,
     DeviceOption,
     JsonOption,
+    LiveProgress,
     MaxMemoryOption,
     PrecisionOption,
     TileOption,
     TileOverlapOption,
+    announce_dehazer,
     err_console,
     fail,
+    library_errors,
     make_progress,
     note,
     out_console,
+    parse_tiling,
     print_json,
-    select_dehazer,
-    tile_settings,
 )
-from dcmp_cli.core.evaluate import (
-    DatasetReport,
-    EvalEvents,
-    EvalModel,
-    EvalSet,
-    ImageRow,
-    check_save_dirs,
-    evaluate,
-    open_eval_set,
-    write_csv,
-)
-from dcmp_cli.data.datasets import NAMED_DATASETS, DatasetError
-from dcmp_cli.metrics import PROTOCOL_DESCRIPTIONS, PROTOCOLS
+from dcmp_cli.events import EvalEvents
 
-EVAL_METHODS = ("auto", "dcmp", "dcp", "none")
+if TYPE_CHECKING:
+    from dcmp_cli.core.evaluate import DatasetReport, EvalSet, ImageRow
+
+#: Named datasets (kept here so `--help` needs no import of the library).
+NAMED_DATASET_NAMES = ("sots-indoor", "sots-outdoor", "o-haze", "i-haze", "dense-haze", "nh-haze")
 NOREF_HEADERS = {"haze": "haze ↓", "colourfulness": "colour ↑", "contrast": "contrast ↑"}
 
 
@@ -64,81 +57,6 @@ class RichEvalEvents(LiveProgress, EvalEvents):
             self.progress.advance(self.task)
         if row.error:
             self.progress.console.print(f"[red]failed[/] {row.model}: {row.error}", soft_wrap=True, markup=True)
-
-
-def _unique(label: str, taken: set[str], path: Path | None = None) -> str:
-    if label in taken and path is not None:
-        label = f"{path.parent.name}/{label}"
-    base, n = label, 2
-    while label in taken:
-        label, n = f"{base} #{n}", n + 1
-    taken.add(label)
-    return label
-
-
-def build_models(
-    methods: list[str],
-    weights: list[Path],
-    outputs: list[Path],
-    device: str,
-    precision: str,
-    quiet: bool,
-    tiling=None,
-    compile: bool = False,
-) -> list[EvalModel]:
-    """The rows of the comparison, from --method / --weights / --outputs (see eval_cli's help)."""
-    for method in methods:
-        if method not in EVAL_METHODS:
-            fail(f"unknown --method {method!r}; choose {', '.join(EVAL_METHODS)}")
-    if not methods and not weights and not outputs:
-        methods = ["auto"]
-    if weights:  # --weights always means DCMPNet rows, one per file
-        methods = ["dcmp" if m == "auto" else m for m in methods]
-        methods = methods if "dcmp" in methods else [*methods, "dcmp"]
-    models: list[EvalModel] = []
-    taken: set[str] = set()
-    seen: set[tuple[str, str | None]] = set()  # (method, weights): each model once
-
-    def add(model, chosen: dict) -> None:
-        key = (chosen["method"], chosen["weights"])
-        if key in seen:
-            return
-        seen.add(key)
-        if chosen["method"] == "dcp":
-            models.append(EvalModel(_unique("dcp", taken), "dcp", model))
-        else:
-            path = Path(chosen["weights"])
-            models.append(EvalModel(_unique(path.stem, taken, path), "dcmp", model, weights=str(path)))
-
-    for method in dict.fromkeys(methods):
-        if method == "none":
-            models.append(EvalModel.hazy_input(_unique("hazy input", taken)))
-        elif method in ("dcp", "auto"):
-            add(*select_dehazer(method, None, device, precision, quiet=quiet, tiling=tiling, compile=compile))
-        else:
-            for path in weights or [None]:
-                add(*select_dehazer("dcmp", path, device, precision, quiet=quiet, tiling=tiling, compile=compile))
-    for folder in outputs:
-        try:
-            models.append(EvalModel.from_outputs(folder, _unique(folder.name, taken, folder)))
-        except DatasetError as e:
-            fail(str(e))
-    return models
-
-
-def _folder_name(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "model"
-
-
-def save_dirs_for(save_dir: Path | None, dataset: str, models: list[EvalModel], n_datasets: int) -> dict[str, Path]:
-    """SAVE_DIR[/DATASET][/MODEL]: sub-folders only where there is more than one."""
-    if save_dir is None:
-        return {}
-    base = save_dir / _folder_name(dataset) if n_datasets > 1 else save_dir
-    runnable = [m for m in models if m.outputs is None]
-    if len(runnable) == 1:
-        return {runnable[0].label: base}
-    return {m.label: base / _folder_name(m.label) for m in runnable}
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -216,7 +134,7 @@ def eval_cli(
             "--dataset",
             "-D",
             help="Dataset folder (hazy/ + GT/ or clear/, RESIDE, O-HAZE, NH-HAZE layouts, detected) or a name: "
-            f"{', '.join(NAMED_DATASETS)} (with --data-root). Repeat for several.",
+            f"{', '.join(NAMED_DATASET_NAMES)} (with --data-root). Repeat for several.",
             show_default=False,
         ),
     ],
@@ -224,7 +142,7 @@ def eval_cli(
         Optional[Path], typer.Option("--data-root", help="Folder holding the unpacked releases, for named datasets.")
     ] = None,
     method: Annotated[
-        Optional[list[str]],
+        Optional[list[EvalMethod]],
         typer.Option(
             "--method",
             "-m",
@@ -249,13 +167,13 @@ def eval_cli(
         ),
     ] = None,
     protocol: Annotated[
-        str,
+        Protocol,
         typer.Option(
             "--protocol", help="dcmpnet (the DCMPNet authors' test script) or dehazeformer (valid-window SSIM)."
         ),
-    ] = "dcmpnet",
+    ] = Protocol.DCMPNET,
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = Precision.FP32,
     compile: CompileOption = False,
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
@@ -286,56 +204,52 @@ def eval_cli(
 
     Each --method, --weights and --outputs is one row of a single comparison table.
     """
-    if protocol not in PROTOCOLS:
-        fail(f"unknown --protocol {protocol!r}; choose {' or '.join(PROTOCOLS)}")
+    from dcmp_cli.core.evaluate import DataRootRequired, NotPairedError, eval_models, evaluate_datasets, open_eval_set
+    from dcmp_cli.data.datasets import DatasetError
+    from dcmp_cli.metrics import PROTOCOL_DESCRIPTIONS
+
+    tiling = parse_tiling(tile, tile_overlap, max_memory)
     try:
         eval_sets = [open_eval_set(d, data_root, limit=limit, unpaired=no_reference) for d in dataset]
+    except DataRootRequired as e:
+        fail(f"--dataset {e.dataset} needs --data-root DIR (the folder holding the unpacked release)")
+    except NotPairedError as e:
+        fail(f"{e.reason} (for hazy photos without ground truth use --no-reference)")
     except DatasetError as e:
         fail(str(e))
-    tiling = tile_settings(tile, tile_overlap, max_memory)
-    models = build_models(
-        method or [], weights or [], outputs or [], device, precision, quiet=json_out, tiling=tiling, compile=compile
-    )
-    save_plan = {s.label: save_dirs_for(save_dir, s.label, models, len(eval_sets)) for s in eval_sets}
-    if len(save_plan) != len(eval_sets):
-        fail("two --dataset values have the same name; rename or link one of the folders")
-    try:
-        for eval_set in eval_sets:
-            check_save_dirs(eval_set, save_plan[eval_set.label])
-    except DatasetError as e:
-        fail(str(e))
-    reports: list[DatasetReport] = []
+    with library_errors():
+        try:
+            models = eval_models(method or [], weights or [], outputs or [], device=device, precision=precision,
+                                 compile=compile, on_notice=note, **tiling)
+        except DatasetError as e:
+            fail(str(e))
+    if not json_out and EvalMethod.AUTO in (method or [EvalMethod.AUTO]) and not weights:
+        auto = next((m.model for m in models if m.model is not None and m.method != "none"), None)
+        if auto is not None:
+            announce_dehazer(Method.AUTO, auto)
     with RichEvalEvents(enabled=err_console().is_terminal and not json_out) as events:
-        for eval_set in eval_sets:
-            if not json_out:
-                _describe(eval_set, limit)
-            reports.append(
-                evaluate(
-                    eval_set,
-                    models,
-                    protocol,  # type: ignore[arg-type]
-                    no_reference_measures=no_reference,
-                    save_dirs=save_plan[eval_set.label],
-                    events=events,
-                )
+        try:
+            reports = evaluate_datasets(
+                eval_sets, models, protocol.value, data_root=data_root, limit=limit,  # type: ignore[arg-type]
+                no_reference_measures=no_reference, save_dir=save_dir, csv_path=csv, events=events,
+                on_dataset=None if json_out else (lambda eval_set: _describe(eval_set, limit)),
             )
-    rows = [row for report in reports for row in report.rows]
-    if csv is not None:
-        write_csv(csv, rows)
-    failed = [row for row in rows if not row.ok]
+        except DatasetError as e:
+            fail(str(e))
+    failed = [row for report in reports for row in report.rows if not row.ok]
     if json_out:
         print_json(
             {
                 "command": "eval",
-                "protocol": protocol,
-                "protocol_description": PROTOCOL_DESCRIPTIONS[protocol],  # type: ignore[index]
+                "protocol": protocol.value,
+                "protocol_description": PROTOCOL_DESCRIPTIONS[protocol.value],  # type: ignore[index]
                 "no_reference": no_reference,
                 "models": [m.as_dict() for m in models],
                 "datasets": [r.as_dict() for r in reports],
             }
         )
     else:
-        render_table(reports, protocol, no_reference)
+        render_table(reports, protocol.value, no_reference)
         if csv is not None:
             note(f"per-image rows written to {csv}")
     if failed:

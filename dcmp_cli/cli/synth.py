@@ -10,9 +10,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dcmp_cli.cli.common import LiveProgress, EXIT_FAILED_ITEMS, JsonOption, err_console, fail, note, print_json
-from dcmp_cli.data.files import InputError, collect_inputs
-from dcmp_cli.data.synth import DEPTH_KINDS, SynthConfig, SynthError, SynthEvents, synthesize, write_manifest
+from dcmp_cli.choices import DepthKind
+from dcmp_cli.cli.common import EXIT_FAILED_ITEMS, JsonOption, LiveProgress, err_console, fail, note, print_json
+from dcmp_cli.events import SynthEvents
 
 
 def parse_range(text: str, option: str) -> tuple[float, float]:
@@ -66,11 +66,11 @@ def synth_cli(
         ),
     ] = None,
     depth_kind: Annotated[
-        str,
+        DepthKind,
         typer.Option(
             "--depth-kind", help="How --depth maps read: depth (larger = farther) or disparity (larger = nearer)."
         ),
-    ] = "depth",
+    ] = DepthKind.DEPTH,
     beta: Annotated[
         str,
         typer.Option(
@@ -95,11 +95,12 @@ def synth_cli(
 
     The manifest holds each hazy image's β and A; `dcmp eval` and training read the folder as it is.
     """
-    if depth_kind not in DEPTH_KINDS:
-        fail(f"--depth-kind must be {' or '.join(DEPTH_KINDS)}, got {depth_kind!r}")
+    from dcmp_cli.data.files import InputError, collect_inputs
+    from dcmp_cli.data.synth import SynthConfig, SynthError, synthesize, write_manifest
+
     config = SynthConfig(
-        parse_range(beta, "--beta"), parse_range(airlight, "--airlight"), per_image, seed, depth, depth_kind
-    )  # type: ignore[arg-type]
+        parse_range(beta, "--beta"), parse_range(airlight, "--airlight"), per_image, seed, depth, depth_kind.value
+    )
     try:
         config.check()
         inputs = collect_inputs(clear)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich import box
@@ -23,51 +23,34 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from dcmp_cli.choices import Method, Precision
 from dcmp_cli.cli.common import (
-    LiveProgress,
-    CompileOption,
     EXIT_FAILED_ITEMS,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
+    CompileOption,
     DeviceOption,
     JsonOption,
+    LiveProgress,
     MaxMemoryOption,
     MethodOption,
     PrecisionOption,
     TileOption,
     TileOverlapOption,
+    announce_dehazer,
+    chosen,
     err_console,
     fail,
+    library_errors,
     note,
+    parse_tiling,
     print_json,
-    select_dehazer,
-    tile_settings,
     weights_option,
 )
 from dcmp_cli.core.batch import BatchEvents, BatchSummary, ItemResult
-from dcmp_cli.core.video import (
-    TemporalOptions,
-    VideoReport,
-    dehaze_frame_folder,
-    dehaze_videos,
-)
-from dcmp_cli.data.files import InputError, InputSet, collect_inputs, output_path
-from dcmp_cli.data.video_io import (
-    VIDEO_EXTENSIONS,
-    EncodeOptions,
-    FrameRange,
-    VideoWriteError,
-    check_encoder,
-    find_videos,
-)
 
-#: Encoders a WebM file can hold.
-_WEBM_ENCODERS = ("libvpx", "libvpx-vp9", "libaom-av1", "libsvtav1", "librav1e")
-#: --smooth when not given, per method: smoothing the prior's airlight lowers flicker; smoothing
-#: DCMPNet's global statistics did not in any measurement (benchmarks/flicker.py).
-DEFAULT_SMOOTHING = {"dcp": 0.8, "dcmp": 0.0}
-#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
-EXIT_INTERRUPTED = 130
-
+if TYPE_CHECKING:
+    from dcmp_cli.core.video import VideoReport
 
 class FramesPerSecondColumn(ProgressColumn):
     """Frames per second of a frames task (``add_task(..., frames=True)``), e.g. ``12.3 fps``."""
@@ -142,14 +125,6 @@ def parse_fps(text: str | None) -> Fraction | None:
     return rate.limit_denominator(1001)
 
 
-def _check_container(target: Path, encoder: str) -> None:
-    suffix = target.suffix.lower()
-    if suffix not in VIDEO_EXTENSIONS:
-        fail(f"cannot write {target.name}: unknown video container {suffix or '(none)'}; use .mp4, .mkv, .mov or .webm")
-    if suffix == ".webm" and encoder not in _WEBM_ENCODERS:
-        fail(f"WebM holds VP8, VP9 or AV1 video only, not {encoder}; pass --codec vp9 or --codec av1")
-
-
 def _render(reports: list[VideoReport], summary: BatchSummary, title: str) -> None:
     console = err_console()
     table = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -194,10 +169,10 @@ def _render(reports: list[VideoReport], summary: BatchSummary, title: str) -> No
 def video_cli(
     input: Annotated[Path, typer.Argument(help="Video file, folder of videos, or folder of frame images.", show_default=False)],
     output: Annotated[Path, typer.Argument(help="Output video (or folder, for a folder of videos or of frames).", show_default=False)],
-    method: MethodOption = "auto",
+    method: MethodOption = Method.AUTO,
     weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
     device: DeviceOption = "auto",
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = Precision.FP32,
     compile: CompileOption = False,
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
@@ -205,8 +180,8 @@ def video_cli(
     smooth: Annotated[Optional[float], typer.Option(
         "--smooth", help="Temporal smoothing of the image-global quantities (the prior's airlight, the network's "
         "global statistics): weight of the past in an exponential moving average, in [0, 1); 0 = off, 0.8 averages "
-        "over about 5 frames. Default: 0.8 with the prior, 0 with DCMPNet (where it measurably did not lower "
-        "flicker; see the README).", show_default=False)] = None,
+        "over about 5 frames. Default: 0.8 with the weight-free methods, 0 with DCMPNet (where it measurably did "
+        "not lower flicker; see docs/video.md).", show_default=False)] = None,
     scene_cut: Annotated[float, typer.Option(
         "--scene-cut", min=0.0, help="Restart the smoothing when the mean absolute difference of 32×32 thumbnails of "
         "consecutive frames (RGB in [0, 1]) exceeds this. 0 = never.")] = 0.1,
@@ -242,84 +217,50 @@ def video_cli(
     start_s, end_s, rate = parse_time(start, "--start"), parse_time(end, "--end"), parse_fps(fps)
     if start_s is not None and end_s is not None and end_s <= start_s:
         fail(f"--end ({end}) must come after --start ({start})")
-    if ext is not None:
-        ext = ext if ext.startswith(".") else "." + ext
-    tiling = tile_settings(tile, tile_overlap, max_memory)
+    from dcmp_cli.core.loading import load_dehazer
+    from dcmp_cli.core.temporal import TemporalOptions
+    from dcmp_cli.core.video import FrameRangeOnFramesError, VideoPlanError, plan_video_job, run_video_plan
+    from dcmp_cli.data.video_io import EncodeOptions, FrameRange, VideoWriteError, check_encoder
+
+    tiling = parse_tiling(tile, tile_overlap, max_memory)
     encode = EncodeOptions(codec=codec, crf=crf)
+    frame_range = FrameRange(start_s, end_s, max_frames, rate)
     try:
         encoder = check_encoder(encode)
-    except VideoWriteError as e:
+        plan = plan_video_job(input, output, encoder=encoder, recursive=recursive, ext=ext, frame_range=frame_range)
+    except FrameRangeOnFramesError:
+        fail("--start, --end and --fps apply to videos; for a folder of frames use --max-frames")
+    except (VideoWriteError, VideoPlanError) as e:
         fail(str(e))
-
-    if input.is_dir():
-        videos, others = find_videos(input, recursive)
-    elif input.is_file():
-        videos, others = [input], []
-    else:
-        fail(f"input not found: {input}")
-
-    frames_mode = input.is_dir() and not videos
-    if frames_mode:
-        try:
-            frames = collect_inputs(input)
-        except InputError:
-            fail(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or frame images in {input}"
-                 + ("" if recursive else " (add --recursive to look for videos in sub-folders)"))
-        if start_s is not None or end_s is not None or rate is not None:
-            fail("--start, --end and --fps apply to videos; for a folder of frames use --max-frames")
-        if output.suffix.lower() in VIDEO_EXTENSIONS:
-            fail(f"{input} holds frame images: OUTPUT must be a folder for the dehazed frames, not {output.name}")
-        if output.resolve() == input.resolve():
-            fail("OUTPUT is the input folder; choose another folder (inputs are never overwritten)")
-    else:
-        inputs = InputSet(input.parent if input.is_file() else input, videos, others, single_file=input.is_file())
-        jobs = [(source, output_path(source, inputs, output, ext=ext)) for source in videos]
-        for _, target in jobs:
-            _check_container(target, encoder)
-
-    model, chosen = select_dehazer(method, weights, device, precision, quiet=json_out, tiling=tiling, compile=compile)
-    on_gpu = chosen["method"] == "dcmp" and getattr(model, "device", None) is not None and model.device.type != "cpu"
-    if smooth is None:
-        smooth = DEFAULT_SMOOTHING[chosen["method"]]
-    temporal = TemporalOptions(smooth=smooth, scene_cut=scene_cut, batch=batch or (4 if on_gpu else 1))
-
+    with library_errors():
+        dehazer = load_dehazer(method, weights, device=device, precision=precision, compile=compile, on_notice=note,
+                               **tiling)  # type: ignore[arg-type]
+    if not json_out:
+        announce_dehazer(method, dehazer)
+    temporal = TemporalOptions(smooth=smooth, scene_cut=scene_cut, batch=batch or None)
     try:
         with RichVideoEvents(enabled=False if json_out else None) as events:
-            if frames_mode:
-                existing = [p for p in frames.files if (output / p.name).exists()]
-                if existing and not overwrite:
-                    summary = BatchSummary([ItemResult(input, output, "skipped",
-                                                       reason=f"{len(existing)} output frame(s) exist (use --overwrite to redo)")])
-                    reports = {}
-                else:
-                    summary, report = dehaze_frame_folder(frames.files, output, model, temporal, max_frames=max_frames,
-                                                          events=events)
-                    reports = {input: report}
-            else:
-                summary, reports = dehaze_videos(
-                    jobs, model, temporal, encode, FrameRange(start_s, end_s, max_frames, rate),
-                    overwrite=overwrite, events=events, ignored=others,
-                )
+            summary, ordered = run_video_plan(plan, dehazer, temporal, encode, frame_range, overwrite=overwrite,
+                                              events=events)
     except KeyboardInterrupt:
-        done = "the frames written so far are complete; " if frames_mode else ""
+        done = "the frames written so far are complete; " if plan.frames_mode else ""
         err_console().print(f"interrupted: {done}no partial output was left behind")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    ordered = list(reports.values())
-    single = not frames_mode and input.is_file()
+    single = plan.single
     if single and summary.failed and not json_out:
         fail(f"{input}: {summary.failed[0].reason}")
     if json_out:
         print_json({
             "command": "video",
-            **chosen,
-            "smooth": smooth,
+            **chosen(dehazer),
+            "smooth": temporal.smooth_for(dehazer),
             "scene_cut": scene_cut,
-            "batch": temporal.batch,
+            "batch": temporal.batch_for(dehazer),
             "counts": {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")},  # type: ignore[arg-type]
             "videos": [r.as_dict() for r in ordered],
             # Per-frame rows of a frame folder would repeat "done" thousands of times: list the others only.
-            "items": [r.as_dict() for r in summary.results if not (frames_mode and r.status == "done")],
+            "items": [r.as_dict() for r in summary.results if not (plan.frames_mode and r.status == "done")],
         })
     else:
         _render(ordered, summary, "dcmp video")

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 from dcmp_cli.atomic import remove_stale_temporaries
-from dcmp_cli.core.tiling import ProgressFn
 
 Status = Literal["done", "skipped", "failed", "ignored"]
+#: (done, total) progress within one item, e.g. the tiles of an image or the frames of a video.
+ProgressFn = Callable[[int, int], None]
 ProcessFn = Callable[[Path, Path, ProgressFn], None]
 
 
@@ -138,7 +139,7 @@ def run_batch(
         if output.resolve() in inputs:
             results[i] = ItemResult(source, output, "failed", reason="output path is an input file; refusing to overwrite it")
         elif output.exists() and not overwrite:
-            results[i] = ItemResult(source, output, "skipped", reason="output exists (use --overwrite to redo)")
+            results[i] = ItemResult(source, output, "skipped", reason="output exists")
         else:
             todo.append(i)
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Iterator
 from typing import ContextManager, Literal
 
 import torch
@@ -14,7 +15,15 @@ _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class DeviceError(ValueError):
-    """The requested device or precision cannot be used here."""
+    """The requested device or precision cannot be used here.
+
+    ``option``: "device" or "precision"; ``value``: what was asked for; ``problem``: why it
+    cannot be used and what to use instead. The message is ``"{option} {value}: {problem}"``.
+    """
+
+    def __init__(self, option: str, value: str, problem: str) -> None:
+        super().__init__(f"{option} {value}: {problem}")
+        self.option, self.value, self.problem = option, value, problem
 
 
 def _mps_available() -> bool:
@@ -38,31 +47,29 @@ def resolve_device(spec: str = "auto") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not _mps_available():
-            raise DeviceError("Apple MPS is not available on this machine; use --device cpu or auto")
+            raise DeviceError("device", spec, "Apple MPS is not available on this machine; use cpu or auto")
         return torch.device("mps")
     m = re.fullmatch(r"cuda(?::(\d+))?", spec)
     if m:
         if not torch.cuda.is_available():
             build = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise DeviceError(f"--device {spec}: {build}; use --device cpu or auto")
+            raise DeviceError("device", spec, f"{build}; use cpu or auto")
         index = int(m.group(1) or 0)
         if index >= torch.cuda.device_count():
-            raise DeviceError(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible (cuda:0 … "
-                f"cuda:{torch.cuda.device_count() - 1})"
-            )
+            count = torch.cuda.device_count()
+            raise DeviceError("device", spec, f"only {count} CUDA device(s) visible (cuda:0 … cuda:{count - 1})")
         return torch.device("cuda", index)
-    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+    raise DeviceError("device", spec, "unknown device; use auto, cpu, cuda, cuda:N or mps")
 
 
 def check_precision(precision: str, device: torch.device) -> Precision:
     """Validates a precision for a device: fp16 needs a GPU; bf16 runs on CUDA, MPS and CPU."""
     if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}; use fp32, fp16 or bf16")
+        raise DeviceError("precision", precision, "unknown precision; use fp32, fp16 or bf16")
     if precision == "fp16" and device.type == "cpu":
-        raise DeviceError("fp16 is for GPUs; on the CPU use --precision fp32 or bf16")
+        raise DeviceError("precision", precision, "fp16 is for GPUs; on the CPU use fp32 or bf16")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise DeviceError("this GPU does not support bf16; use --precision fp16 or fp32")
+        raise DeviceError("precision", precision, "this GPU does not support bf16; use fp16 or fp32")
     return precision  # type: ignore[return-value]
 
 
@@ -71,3 +78,18 @@ def autocast(device: torch.device, precision: Precision) -> ContextManager:
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+@contextlib.contextmanager
+def cudnn_autotune(device: torch.device) -> Iterator[None]:
+    """Within the block, cuDNN picks the fastest convolution algorithms for the shapes it sees
+    (on CUDA devices); the process-wide setting is restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

@@ -21,17 +21,21 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from dcmp_cli.atomic import write_bytes_atomic
+from dcmp_cli.events import EvalEvents
+from dcmp_cli.choices import value_of
 from dcmp_cli.core.batch import describe_error
-from dcmp_cli.core.image_jobs import ImageModel
+from dcmp_cli.core.image_model import Dehazer, ProgressFn, TemporalState
 from dcmp_cli.data.datasets import (
     HAZY_DIRS,
     NAMED_DATASETS,
@@ -54,7 +58,25 @@ from dcmp_cli.data.image_io import (
 from dcmp_cli.metrics import PROTOCOLS, Protocol, score
 from dcmp_cli.noref import NoRefScores, no_reference
 
-Method = Literal["dcmp", "dcp", "none", "outputs"]
+#: What made a row: DCMPNet, a prior's name, "none" (the hazy input) or "outputs" (a folder).
+Method = str
+
+
+class DataRootRequired(DatasetError):
+    """A named dataset was asked for without the folder holding the releases (``dataset``: its name)."""
+
+    def __init__(self, dataset: str) -> None:
+        super().__init__(f"the named dataset {dataset} needs a data root (the folder holding the unpacked release)")
+        self.dataset = dataset
+
+
+class NotPairedError(DatasetError):
+    """A folder without hazy/clear pairs, evaluated with reference (no-reference measures would accept it).
+    ``reason``: why no pairs were found."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason} (hazy photos without ground truth can be scored without reference)")
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -159,12 +181,12 @@ def open_eval_set(
     images by name. Raises :class:`DatasetError` with a one-line message.
     """
     if limit is not None and limit < 1:
-        raise DatasetError("--limit must be at least 1")
+        raise DatasetError("the image limit must be at least 1")
     path = Path(dataset).expanduser()
     named = NAMED_DATASETS.get(dataset.lower())
     if named is not None and not path.is_dir():
         if data_root is None:
-            raise DatasetError(f"--dataset {dataset} needs --data-root DIR (the folder holding the unpacked release)")
+            raise DataRootRequired(dataset)
         return _from_paired(resolve_named_dataset(named.name, data_root), named.name, limit, named)
     if not path.is_dir():
         names = ", ".join(NAMED_DATASETS)
@@ -174,14 +196,28 @@ def open_eval_set(
         return _from_paired(discover_pairs(path), label, limit, None)
     except DatasetError as e:
         if not unpaired:
-            raise DatasetError(f"{e} (for hazy photos without ground truth use --no-reference)") from None
+            raise NotPairedError(str(e)) from None
         return _unpaired(path, label, limit)
 
 
-class EvalModel:
-    """A row of the comparison: a model run on each hazy image, or a folder of outputs made elsewhere.
+class HazyInput(Dehazer):
+    """The input itself, unchanged: the baseline every method should beat."""
 
-    ``model``: (1, 3, H, W) [0, 1] -> (1, 3, H, W) [0, 1] (a predictor, the prior, …).
+    method = "none"
+
+    def run(
+        self, images: torch.Tensor, *, progress: ProgressFn | None = None, temporal: TemporalState | None = None
+    ) -> torch.Tensor:
+        return images.detach().float().cpu().clone()
+
+    def temporal_state(self, smooth: float) -> TemporalState:
+        raise ValueError("the hazy input has no image-global quantities to smooth")
+
+
+class EvalModel:
+    """A row of the comparison: a dehazer run on each hazy image, or a folder of outputs made elsewhere.
+
+    ``model``: any :class:`~dcmp_cli.core.image_model.Dehazer` (a predictor, a prior, …).
     ``outputs``: a folder holding one restored image per hazy image, named by its stem.
     """
 
@@ -189,7 +225,7 @@ class EvalModel:
         self,
         label: str,
         method: Method,
-        model: ImageModel | None = None,
+        model: Dehazer | None = None,
         *,
         weights: str | None = None,
         outputs: Path | None = None,
@@ -201,7 +237,7 @@ class EvalModel:
     @classmethod
     def hazy_input(cls, label: str = "hazy input") -> "EvalModel":
         """The input itself, unchanged: the baseline every method should beat."""
-        return cls(label, "none", lambda image, progress=None: image.clone())
+        return cls(label, "none", HazyInput())
 
     @classmethod
     def from_outputs(cls, folder: Path, label: str | None = None) -> "EvalModel":
@@ -377,14 +413,6 @@ class DatasetReport:
         }
 
 
-class EvalEvents:
-    """Progress callbacks; the default does nothing. The CLI renders them."""
-
-    def dataset_started(self, eval_set: EvalSet, steps: int) -> None: ...
-
-    def row_finished(self, row: ImageRow) -> None: ...
-
-
 def _read(path: Path) -> LoadedImage:
     try:
         return read_image(path)
@@ -426,7 +454,7 @@ def check_save_dirs(eval_set: EvalSet, save_dirs: dict[str, Path]) -> None:
             target = (folder / f"{item.hazy.stem}.png").resolve()
             if target in inputs:
                 raise DatasetError(
-                    f"--save-dir {folder} would overwrite the dataset image {target}; choose another folder"
+                    f"saving outputs to {folder} would overwrite the dataset image {target}; choose another folder"
                 )
 
 
@@ -483,7 +511,7 @@ def iter_evaluate(
                     output, row.output = _read_output(model, item, hazy.rgb.shape[:2])
                 else:
                     start = time.perf_counter()
-                    output = model.model(hazy_t)
+                    output = model.model.run(hazy_t)
                     row.seconds = time.perf_counter() - start
                     if tuple(output.shape) != tuple(hazy_t.shape):
                         raise ValueError(
@@ -546,8 +574,134 @@ __all__ = [
     "ImageRow",
     "ModelSummary",
     "check_save_dirs",
+    "eval_models",
     "evaluate",
+    "evaluate_datasets",
     "iter_evaluate",
     "open_eval_set",
     "write_csv",
 ]
+
+
+# ----------------------------------------------------------------------------- building the rows
+
+
+def _unique(label: str, taken: set[str], path: Path | None = None) -> str:
+    if label in taken and path is not None:
+        label = f"{path.parent.name}/{label}"
+    base, n = label, 2
+    while label in taken:
+        label, n = f"{base} #{n}", n + 1
+    taken.add(label)
+    return label
+
+
+def eval_models(
+    methods: Sequence[str] = (),
+    weights: Sequence[str | Path] = (),
+    outputs: Sequence[str | Path] = (),
+    **load_options: object,
+) -> list[EvalModel]:
+    """The rows of a comparison, as ``dcmp eval`` builds them from its options.
+
+    ``methods``: "auto", "dcmp", a prior's name, or "none" (the hazy input); none given
+    and no ``weights``/``outputs``: ["auto"]. ``weights``: DCMPNet checkpoints, one row
+    each ("auto" then means "dcmp"). ``outputs``: folders of restored images made
+    elsewhere, one row each. Each (method, weights) appears once. ``load_options`` go to
+    :func:`~dcmp_cli.core.loading.load_dehazer` (device, precision, tile, …).
+    """
+    from dcmp_cli.core.loading import load_dehazer
+
+    names = [value_of(m) for m in methods]
+    if not names and not weights and not outputs:
+        names = ["auto"]
+    if weights:  # weights always mean DCMPNet rows, one per file
+        names = ["dcmp" if m == "auto" else m for m in names]
+        names = names if "dcmp" in names else [*names, "dcmp"]
+    models: list[EvalModel] = []
+    taken: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
+
+    def add(dehazer: Dehazer) -> None:
+        path = dehazer.weights
+        key = (dehazer.method, str(path) if path else None)
+        if key in seen:
+            return
+        seen.add(key)
+        if path is None:
+            models.append(EvalModel(_unique(dehazer.method, taken), dehazer.method, dehazer))
+        else:
+            models.append(EvalModel(_unique(path.stem, taken, path), dehazer.method, dehazer, weights=str(path)))
+
+    for name in dict.fromkeys(names):
+        if name == "none":
+            models.append(EvalModel.hazy_input(_unique("hazy input", taken)))
+        elif name == "dcmp":
+            for path in list(weights) or [None]:
+                add(load_dehazer("dcmp", path, **load_options))  # type: ignore[arg-type]
+        else:
+            add(load_dehazer(name, **load_options))  # type: ignore[arg-type]
+    for folder in outputs:
+        folder = Path(folder)
+        models.append(EvalModel.from_outputs(folder, _unique(folder.name, taken, folder)))
+    return models
+
+
+def _folder_name(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", label).strip("-") or "model"
+
+
+def save_dirs_for(save_dir: Path | None, dataset: str, models: Sequence[EvalModel], n_datasets: int) -> dict[str, Path]:
+    """Where each model's restored images go: SAVE_DIR[/DATASET][/MODEL], sub-folders only where there are several."""
+    if save_dir is None:
+        return {}
+    base = save_dir / _folder_name(dataset) if n_datasets > 1 else save_dir
+    runnable = [m for m in models if m.outputs is None]
+    if len(runnable) == 1:
+        return {runnable[0].label: base}
+    return {m.label: base / _folder_name(m.label) for m in runnable}
+
+
+def evaluate_datasets(
+    datasets: Sequence[str | Path | EvalSet],
+    models: Sequence[EvalModel] | None = None,
+    protocol: Protocol = "dcmpnet",
+    *,
+    data_root: str | Path | None = None,
+    limit: int | None = None,
+    no_reference_measures: bool = False,
+    save_dir: str | Path | None = None,
+    csv_path: str | Path | None = None,
+    events: EvalEvents | None = None,
+    on_dataset: Callable[[EvalSet], None] | None = None,
+) -> list[DatasetReport]:
+    """``dcmp eval`` in one call: every model (default: :func:`eval_models`' ``auto`` row) on
+    every dataset (a folder, a named dataset below ``data_root``, or an :class:`EvalSet`
+    already opened by :func:`open_eval_set`).
+
+    All datasets are found and all save folders checked before any model runs;
+    ``on_dataset(eval_set)`` is called before each dataset is evaluated (the CLI describes
+    it). Per-image rows go to ``csv_path`` when given. Raises :class:`DatasetError`.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    eval_sets = [
+        d if isinstance(d, EvalSet) else open_eval_set(str(d), data_root, limit=limit, unpaired=no_reference_measures)
+        for d in datasets
+    ]
+    models = list(models) if models is not None else eval_models()
+    target = Path(save_dir) if save_dir is not None else None
+    plans = {s.label: save_dirs_for(target, s.label, models, len(eval_sets)) for s in eval_sets}
+    if len(plans) != len(eval_sets):
+        raise DatasetError("two datasets have the same name; rename or link one of the folders")
+    for eval_set in eval_sets:
+        check_save_dirs(eval_set, plans[eval_set.label])
+    reports = []
+    for eval_set in eval_sets:
+        if on_dataset is not None:
+            on_dataset(eval_set)
+        reports.append(evaluate(eval_set, models, protocol, no_reference_measures=no_reference_measures,
+                                save_dirs=plans[eval_set.label], events=events))
+    if csv_path is not None:
+        write_csv(csv_path, [row for report in reports for row in report.rows])
+    return reports

@@ -1,24 +1,27 @@
-"""Jobs of the image commands: read, run a model, write in the input's form.
+"""Jobs of the image commands: find the inputs, name the outputs, read, run a model, write.
 
-The per-image functions (:func:`dehaze_image`, :func:`depth_image`) work on decoded
-images; :func:`dehaze_files` / :func:`depth_files` run them over a batch of files and
-:func:`encode_dehazed` / :func:`encode_depth_result` serve single images on streams.
+:func:`dehaze_files` and :func:`estimate_depth_files` are what ``dcmp dehaze`` and
+``dcmp depth`` do, in one call each. They split into :func:`plan_image_jobs` (find the
+inputs and name every output, before any work) and :func:`run_dehaze_jobs` /
+:func:`run_depth_jobs`. :func:`encode_dehazed` / :func:`encode_depth` serve single
+images on streams.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
-import torch
 
 from dcmp_cli.atomic import write_bytes_atomic
 from dcmp_cli.core.batch import BatchEvents, BatchSummary, Stages, run_batch
-from dcmp_cli.core.tiling import ProgressFn
-from dcmp_cli.data.depth_io import colorize, encode_depth, normalise_depth
-from dcmp_cli.data.files import InputSet, output_path
+from dcmp_cli.core.depth import DepthEstimate, DepthEstimator
+from dcmp_cli.core.image_model import Dehazer, ProgressFn
+from dcmp_cli.data.depth_io import colorize
+from dcmp_cli.data.depth_io import encode_depth as encode_depth_map
+from dcmp_cli.data.files import InputSet, collect_inputs, in_shard, output_path, parse_shard
 from dcmp_cli.data.image_io import (
     LoadedImage,
     encode_image,
@@ -31,15 +34,9 @@ from dcmp_cli.data.image_io import (
 MIN_IMAGE_SIDE = 16
 
 
-class ImageModel(Protocol):
-    """(1, 3, H, W) [0, 1] image -> (1, C, H, W) result; may report (done, total) progress."""
-
-    def __call__(self, image: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor: ...
-
-
 @dataclass
 class OutputOptions:
-    """How outputs are named and encoded.
+    """How dehazed outputs are named and encoded.
 
     ``ext``: output extension (None keeps the input's). ``suffix``: added to the stem.
     ``bit_depth``: None keeps the input's (16-bit in, 16-bit out), else 8 or 16.
@@ -53,6 +50,26 @@ class OutputOptions:
     side_by_side: bool = False
 
 
+@dataclass
+class DepthOutputOptions:
+    """How depth maps are written: ``ext`` .png/.tif (16-bit) or .npy (float32);
+    ``colormap`` writes an 8-bit colour preview instead; ``side_by_side`` writes
+    input | (dehazed |) preview."""
+
+    ext: str = ".png"
+    suffix: str = ""
+    colormap: str | None = None
+    side_by_side: bool = False
+
+
+@dataclass
+class ImageJobs:
+    """The inputs of a batch and the output each one gets (``jobs``: (source, target))."""
+
+    inputs: InputSet
+    jobs: list[tuple[Path, Path]] = field(default_factory=list)
+
+
 def check_size(image: LoadedImage, min_side: int = MIN_IMAGE_SIDE) -> LoadedImage:
     if min(image.height, image.width) < min_side:
         raise ValueError(
@@ -61,25 +78,47 @@ def check_size(image: LoadedImage, min_side: int = MIN_IMAGE_SIDE) -> LoadedImag
     return image
 
 
+def _ext(ext: str | None) -> str | None:
+    return None if ext is None else "." + ext.lstrip(".").lower()
+
+
+def plan_image_jobs(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    recursive: bool = False,
+    ext: str | None = None,
+    suffix: str = "",
+    shard: str | tuple[int, int] | None = None,
+) -> ImageJobs:
+    """Finds the images of INPUT (file, folder, glob) and names each one's output below OUTPUT.
+
+    ``shard`` ("K/N" or (K, N)) keeps a deterministic share of the inputs (by a hash of
+    each path relative to INPUT). Raises :class:`~dcmp_cli.data.files.InputError`.
+    """
+    inputs = collect_inputs(input, recursive)
+    if shard is not None:
+        k, n = parse_shard(shard) if isinstance(shard, str) else shard
+        inputs.files = [p for p in inputs.files if in_shard(p, inputs.root, k, n)]
+        inputs.ignored = [p for p in inputs.ignored if in_shard(p, inputs.root, k, n)]
+    target = Path(output)
+    return ImageJobs(inputs, [(source, output_path(source, inputs, target, _ext(ext), suffix)) for source in inputs.files])
+
+
+# ----------------------------------------------------------------------------- dehazing
+
+
 def dehaze_image(
-    image: LoadedImage, model: ImageModel, progress: ProgressFn | None = None, side_by_side: bool = False
+    image: LoadedImage, model: Dehazer, progress: ProgressFn | None = None, side_by_side: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(restored RGB (H, W[·2], 3) in [0, 1], alpha to write) for a decoded image."""
     check_size(image)
-    restored = tensor_to_image(model(image_to_tensor(image.rgb), progress))
+    restored = tensor_to_image(model.run(image_to_tensor(image.rgb), progress=progress))
     alpha = image.alpha
     if side_by_side:
         restored = np.concatenate([image.rgb, restored], axis=1)
         alpha = None if alpha is None else np.concatenate([alpha, alpha], axis=1)
     return restored, alpha
-
-
-def encode_dehazed(
-    image: LoadedImage, model: ImageModel, ext: str, options: OutputOptions, progress: ProgressFn | None = None
-) -> bytes:
-    """Dehazes a decoded image and encodes the result as ``ext`` in the input's form."""
-    restored, alpha = dehaze_image(image, model, progress, options.side_by_side)
-    return _encode_like(image, restored, alpha, ext, options)
 
 
 def _encode_like(
@@ -92,88 +131,122 @@ def _encode_like(
     )
 
 
-def plan_jobs(inputs: InputSet, output: Path, ext: str | None, suffix: str) -> list[tuple[Path, Path]]:
-    return [(source, output_path(source, inputs, output, ext, suffix)) for source in inputs.files]
+def encode_dehazed(
+    image: LoadedImage, model: Dehazer, ext: str, options: OutputOptions, progress: ProgressFn | None = None
+) -> bytes:
+    """Dehazes a decoded image and encodes the result as ``ext`` in the input's form."""
+    restored, alpha = dehaze_image(image, model, progress, options.side_by_side)
+    return _encode_like(image, restored, alpha, ext, options)
 
 
-def dehaze_files(
-    inputs: InputSet,
-    output: Path,
-    model: ImageModel,
-    options: OutputOptions,
+def run_dehaze_jobs(
+    plan: ImageJobs,
+    dehazer: Dehazer,
+    options: OutputOptions = OutputOptions(),
     *,
     overwrite: bool = False,
     events: BatchEvents | None = None,
 ) -> BatchSummary:
-    """Dehazes every input into ``output`` (see :func:`~dcmp_cli.data.files.output_path`).
-
-    Outputs keep the input's size, greyscale/colour form and alpha channel, and its bit
-    depth unless ``options.bit_depth`` says otherwise.
-    """
+    """Dehazes every planned job: outputs keep the input's size, greyscale/colour form and
+    alpha channel, and its bit depth unless ``options.bit_depth`` says otherwise."""
 
     def save(result: tuple[LoadedImage, np.ndarray, np.ndarray | None], target: Path) -> None:
         image, restored, alpha = result
         write_bytes_atomic(target, _encode_like(image, restored, alpha, target.suffix, options))
 
     def compute(image: LoadedImage, progress: ProgressFn):
-        return (image, *dehaze_image(image, model, progress, options.side_by_side))
+        return (image, *dehaze_image(image, dehazer, progress, options.side_by_side))
 
-    jobs = plan_jobs(inputs, output, options.ext, options.suffix)
-    return run_batch(jobs, Stages(read_image, compute, save), overwrite=overwrite, events=events, ignored=inputs.ignored)
-
-
-@dataclass
-class DepthJob:
-    """How depth maps are made and written.
-
-    ``model`` maps a [0, 1] image to a raw (1, 1, H, W) map; ``larger_is_nearer`` says
-    how to read it. With ``dehazer`` the depth is estimated on the dehazed image.
-    ``colormap`` writes a colour preview; ``side_by_side`` input | (dehazed |) preview.
-    """
-
-    model: ImageModel
-    larger_is_nearer: bool
-    dehazer: ImageModel | None = None
-    colormap: str | None = None
-    side_by_side: bool = False
-
-    def estimate(self, image: LoadedImage, progress: ProgressFn | None = None) -> tuple[np.ndarray, tuple[float, float], list[np.ndarray]]:
-        """([0, 1] relative depth (H, W), raw range, panels for side-by-side)."""
-        check_size(image)
-        tensor = image_to_tensor(image.rgb)
-        panels = [image.rgb]
-        if self.dehazer is not None:
-            tensor = self.dehazer(tensor, progress)
-            panels.append(tensor_to_image(tensor))
-        raw = tensor_to_image(self.model(tensor, progress))[:, :, 0]
-        depth, lo, hi = normalise_depth(raw, self.larger_is_nearer)
-        return depth, (lo, hi), panels
-
-    def encode(self, image: LoadedImage, ext: str, progress: ProgressFn | None = None) -> bytes:
-        return self.encode_estimate(self.estimate(image, progress), ext)
-
-    def encode_estimate(self, estimate: tuple[np.ndarray, tuple[float, float], list[np.ndarray]], ext: str) -> bytes:
-        depth, raw_range, panels = estimate
-        if self.side_by_side:
-            preview = colorize(depth, self.colormap or "turbo")
-            return encode_image(np.concatenate([*panels, preview], axis=1), ext, bit_depth=8)
-        return encode_depth(depth, ext, raw_range, self.colormap)
+    return run_batch(plan.jobs, Stages(read_image, compute, save), overwrite=overwrite, events=events,
+                     ignored=plan.inputs.ignored)
 
 
-def depth_files(
-    inputs: InputSet,
-    output: Path,
-    job: DepthJob,
+def dehaze_files(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    dehazer: Dehazer | None = None,
     *,
-    ext: str = ".png",
+    recursive: bool = False,
+    ext: str | None = None,
     suffix: str = "",
+    bit_depth: int | None = None,
+    quality: int = 95,
+    side_by_side: bool = False,
+    overwrite: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    events: BatchEvents | None = None,
+) -> BatchSummary:
+    """``dcmp dehaze INPUT OUTPUT`` in one call (``dehazer`` None: :func:`~dcmp_cli.core.loading.load_dehazer`'s choice).
+
+    >>> summary = dehaze_files("photos/", "restored/", ext="png")
+    >>> summary.ok, summary.count("done")
+    """
+    plan = plan_image_jobs(input, output, recursive=recursive, ext=ext, suffix=suffix, shard=shard)
+    if dehazer is None:
+        from dcmp_cli.core.loading import load_dehazer
+
+        dehazer = load_dehazer()
+    options = OutputOptions(_ext(ext), suffix, bit_depth, quality, side_by_side)
+    return run_dehaze_jobs(plan, dehazer, options, overwrite=overwrite, events=events)
+
+
+# ----------------------------------------------------------------------------- depth
+
+
+def estimate_depth(image: LoadedImage, estimator: DepthEstimator, progress: ProgressFn | None = None) -> DepthEstimate:
+    check_size(image)
+    return estimator.estimate(image_to_tensor(image.rgb), progress)
+
+
+def encode_depth(image: LoadedImage, estimate: DepthEstimate, ext: str, options: DepthOutputOptions) -> bytes:
+    """Encodes a depth estimate as ``ext``: the map, a colour preview, or input | (dehazed |) preview."""
+    if options.side_by_side:
+        panels = [image.rgb] + ([estimate.dehazed] if estimate.dehazed is not None else [])
+        preview = colorize(estimate.depth, options.colormap or "turbo")
+        return encode_image(np.concatenate([*panels, preview], axis=1), ext, bit_depth=8)
+    return encode_depth_map(estimate.depth, ext, estimate.raw_range, options.colormap)
+
+
+def run_depth_jobs(
+    plan: ImageJobs,
+    estimator: DepthEstimator,
+    options: DepthOutputOptions = DepthOutputOptions(),
+    *,
     overwrite: bool = False,
     events: BatchEvents | None = None,
 ) -> BatchSummary:
-    """Writes a relative depth map per input (see :mod:`dcmp_cli.data.depth_io`)."""
+    """Writes a relative depth map per planned job (see :mod:`dcmp_cli.data.depth_io`)."""
 
-    def save(estimate, target: Path) -> None:
-        write_bytes_atomic(target, job.encode_estimate(estimate, target.suffix))
+    def compute(image: LoadedImage, progress: ProgressFn) -> tuple[LoadedImage, DepthEstimate]:
+        return image, estimate_depth(image, estimator, progress)
 
-    return run_batch(plan_jobs(inputs, output, ext, suffix), Stages(read_image, job.estimate, save),
-                     overwrite=overwrite, events=events, ignored=inputs.ignored)
+    def save(result: tuple[LoadedImage, DepthEstimate], target: Path) -> None:
+        write_bytes_atomic(target, encode_depth(*result, target.suffix, options))
+
+    return run_batch(plan.jobs, Stages(read_image, compute, save), overwrite=overwrite, events=events,
+                     ignored=plan.inputs.ignored)
+
+
+def estimate_depth_files(
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    estimator: DepthEstimator | None = None,
+    *,
+    recursive: bool = False,
+    ext: str = ".png",
+    suffix: str = "",
+    colormap: str | None = None,
+    side_by_side: bool = False,
+    overwrite: bool = False,
+    shard: str | tuple[int, int] | None = None,
+    events: BatchEvents | None = None,
+) -> BatchSummary:
+    """``dcmp depth INPUT OUTPUT`` in one call (``estimator`` None: :func:`~dcmp_cli.core.loading.load_depth_estimator`'s choice)."""
+    target_ext = _ext(ext) or ".png"
+    plan = plan_image_jobs(input, output, recursive=recursive, ext=target_ext, suffix=suffix, shard=shard)
+    if estimator is None:
+        from dcmp_cli.core.loading import load_depth_estimator
+
+        estimator = load_depth_estimator()
+    options = DepthOutputOptions(target_ext, suffix, colormap, side_by_side)
+    return run_depth_jobs(plan, estimator, options, overwrite=overwrite, events=events)

@@ -17,23 +17,14 @@ from typing import Callable
 
 import torch
 
-GIB = 1024**3
-MIB = 1024**2
+from dcmp_cli.sizes import GIB
+
 #: Activation budget on the CPU when none is given: keeps the full model's peak
 #: resident memory well under 4 GB whatever the image size.
 DEFAULT_CPU_BUDGET = 2 * GIB
 #: Used where no measurement is possible (e.g. MPS, non-Linux CPUs): conservative.
 FALLBACK_BYTES_PER_PIXEL = 6 * 1024
 _PROBE_SIDE = 160
-
-
-def parse_size(text: str) -> int:
-    """'2G', '1536M', '800MB', '1.5GiB', '1000000' -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
-    if not m:
-        raise ValueError(f"cannot read memory size {text!r}; use e.g. 2G, 1536M or 800MB")
-    scale = {"": 1, "K": 1024, "M": MIB, "G": GIB, "T": 1024 * GIB}[m.group(2).upper()]
-    return int(float(m.group(1)) * scale)
 
 
 def _proc_bytes(path: str, field: str) -> int | None:

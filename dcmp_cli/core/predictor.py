@@ -1,8 +1,10 @@
-"""Predictors: a network on a device, applied to [0, 1] images.
+"""Predictors: a DCMPNet network on a device, applied to [0, 1] images.
 
-Every command that runs a network (dehaze, depth, eval, video) goes through these, so
-device placement, precision, value-range conversion, small-image handling and tiling
-live in one place.
+Every command that runs a network (dehaze, depth, eval, video) goes through these
+:class:`~dcmp_cli.core.image_model.ImageModel` s, so device placement, precision,
+value-range conversion, small-image handling, batching and tiling live in one place.
+A predictor works on its own copy of the network it is given (rearranged by the fast
+path, :mod:`dcmp_cli.core.fastpath`); the caller's network is never changed.
 
 Tiling keeps the network's image-global statistics (layer norms over C·H·W, instance
 norms, global pools): before the tiles run, a *statistics pass* runs the network on the
@@ -17,25 +19,26 @@ statistics, so there are no tile-to-tile tone shifts, and overlaps are blended
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dcmp_cli.core.checkpoint import Checkpoint, read_checkpoint
-from dcmp_cli.core.device import Precision, autocast, check_precision
+from dcmp_cli.core.device import Precision, autocast, check_precision, cudnn_autotune
 from dcmp_cli.core.fastpath import prepare_for_inference, uses_channels_last
+from dcmp_cli.core.image_model import Dehazer, DepthModel, ImageModel, ProgressFn, TemporalState
 from dcmp_cli.core.memory import FALLBACK_BYTES_PER_PIXEL, activation_budget, is_out_of_memory, measure_bytes_per_pixel
-from dcmp_cli.core.tiling import ALIGN, ProgressFn, tiled_apply
+from dcmp_cli.core.temporal import SequentialStats
+from dcmp_cli.core.tiling import ALIGN, tiled_apply
 from dcmp_cli.core.value_range import from_network_range, to_network_range
 from dcmp_cli.models.global_stats import RecordStats, ReplayStats, StatsPolicy, global_statistics
 from dcmp_cli.models.registry import Kind
-from dcmp_cli.prior import DarkChannelPrior, depth_from_transmission
 
 #: Smaller sides are edge-padded up to this before the network runs (its window
 #: attention and four pooling levels need about 28 pixels), then cropped back.
@@ -45,7 +48,15 @@ MIN_TILE = 64
 
 
 class TileMemoryError(MemoryError):
-    """Out of memory even with the smallest tiles."""
+    """Out of memory even with the smallest tiles. ``device``: where it ran; ``tile``: the smallest tile tried."""
+
+    def __init__(self, device: torch.device, tile: int) -> None:
+        super().__init__(
+            f"out of memory on {device} even with {tile}-pixel tiles; free memory, lower the memory budget, "
+            "or run on the CPU"
+        )
+        self.device = device
+        self.tile = tile
 
 
 @dataclass(frozen=True)
@@ -98,11 +109,12 @@ def downscale_for_stats(x: torch.Tensor, max_pixels: int) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="area")
 
 
-class Predictor:
+class Predictor(ImageModel):
     """Runs one network on [0, 1] images: (B, 3, H, W) in, (B, C_out, H, W) float32 out on the CPU.
 
     Args:
         model: a :class:`~dcmp_cli.models.DehazeNet` or :class:`~dcmp_cli.models.DepthNet`.
+            The predictor works on a copy (``copy=False`` hands this network over instead).
         device: where the network runs; inputs may live anywhere.
         precision: fp32, or fp16/bf16 autocast (the global-statistics layers stay fp32).
         checkpoint: where the weights came from (metadata for reports).
@@ -112,11 +124,12 @@ class Predictor:
             results to float rounding). False keeps the plain network (benchmarks).
         compile: also wrap it in ``torch.compile``.
 
-    A stateful ``stats`` policy passed to :meth:`__call__` sees an image twice when an
-    out-of-memory error makes the predictor retry it with smaller tiles.
+    Batches run in one pass when they fit; a batch that runs out of memory is split in
+    halves (and later batches are cut to that size), a single image is retried with
+    smaller tiles. Results do not depend on how a batch was split.
     """
 
-    kind: Kind
+    method = "dcmp"
 
     def __init__(
         self,
@@ -128,22 +141,22 @@ class Predictor:
         on_notice: Callable[[str], None] | None = None,
         fast: bool = True,
         compile: bool = False,
+        *,
+        copy: bool = True,
     ) -> None:
         self.checkpoint = checkpoint
+        self.weights = checkpoint.path if checkpoint is not None else None
         self.device = device
         self.precision = check_precision(precision, device)
-        self.model = model.to(device).eval()
+        network = _copy_module(model) if copy else model
+        network = network.to(device).eval()
         self.fast = fast
         self.channels_last = fast and uses_channels_last(device)
-        if fast:
-            self.model = prepare_for_inference(self.model, device, compile=compile)
-            if device.type == "cuda":
-                torch.backends.cudnn.benchmark = True
+        self.model = prepare_for_inference(network, device, compile=compile) if fast else network
         self.tiling = tiling or TileSettings()
         self.on_notice = on_notice
         self._bytes_per_pixel: float | None = None
-        #: Tile size used for the last image (0 = whole image).
-        self.last_tile = 0
+        self._max_batch: int | None = None
 
     @classmethod
     def from_checkpoint(
@@ -159,7 +172,8 @@ class Predictor:
         """Builds the predictor from a checkpoint (or its path) of the right kind."""
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = read_checkpoint(checkpoint, kind=cls.kind)
-        return cls(checkpoint.build(device), device, precision, checkpoint, tiling, on_notice, fast, compile)
+        network = checkpoint.build(device)
+        return cls(network, device, precision, checkpoint, tiling, on_notice, fast, compile, copy=False)
 
     def network(self, x: torch.Tensor) -> torch.Tensor:
         """Network-range input (B, 3, h, w) on the device -> network output (B, C_out, h, w)."""
@@ -174,19 +188,23 @@ class Predictor:
         """Network output -> what the predictor returns."""
         raise NotImplementedError
 
+    def temporal_state(self, smooth: float) -> SequentialStats:
+        """Smooths every image-global statistic of the network over frames."""
+        return SequentialStats(smooth)
+
     # -- memory ---------------------------------------------------------------------
 
     def bytes_per_pixel(self) -> float:
         """Measured peak activation bytes per input pixel (cached)."""
         if self._bytes_per_pixel is None:
-            with autocast(self.device, self.precision):
+            with torch.inference_mode(), autocast(self.device, self.precision):
                 self._bytes_per_pixel = measure_bytes_per_pixel(self.network, self.device)
         return self._bytes_per_pixel
 
     def _budget(self) -> int:
         return activation_budget(self.device, self.tiling.max_memory)
 
-    def choose_tile(self, height: int, width: int) -> int:
+    def plan(self, height: int, width: int) -> int:
         """0 for a whole-image pass, else the tile side for an image of this size."""
         setting = self.tiling.tile
         if setting == 0:
@@ -237,49 +255,66 @@ class Predictor:
         return torch.cat(outputs)
 
     def _run(self, x: torch.Tensor, stats: StatsPolicy | None, progress: ProgressFn | None) -> torch.Tensor:
-        tile = self.choose_tile(*x.shape[2:])
+        limit = self._max_batch or x.shape[0]
+        if x.shape[0] > limit:
+            return torch.cat([self._run(x[i : i + limit], stats, progress) for i in range(0, x.shape[0], limit)])
+        tile = self.plan(*x.shape[2:])
         while True:
             try:
-                self.last_tile = tile
                 return self._whole(x, stats) if tile == 0 else self._tiled(x, tile, stats, progress)
             except Exception as error:  # noqa: BLE001 - only out-of-memory errors are retried
                 if not is_out_of_memory(error):
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
+                if tile == 0 and x.shape[0] > 1:
+                    self._max_batch = x.shape[0] // 2
+                    self._notice(f"out of memory with {x.shape[0]} images per pass; retrying with {self._max_batch}")
+                    return self._run(x, stats, progress)
                 smaller = (tile or max(x.shape[2:])) // 2 // ALIGN * ALIGN
                 if smaller < MIN_TILE:
-                    raise TileMemoryError(
-                        f"out of memory on {self.device} even with {MIN_TILE}-pixel tiles; free memory, "
-                        "lower --max-memory, or use --device cpu"
-                    ) from error
-                if self.on_notice is not None:
-                    self.on_notice(f"out of memory with {'the whole image' if not tile else f'--tile {tile}'}; "
-                                   f"retrying with --tile {smaller}")
+                    raise TileMemoryError(self.device, MIN_TILE) from error
+                self._notice(f"out of memory with {'the whole image' if not tile else f'{tile}-pixel tiles'}; "
+                             f"retrying with {smaller}-pixel tiles")
                 tile = smaller
 
-    @torch.inference_mode()
-    def __call__(
-        self, image: torch.Tensor, progress: ProgressFn | None = None, stats: StatsPolicy | None = None
-    ) -> torch.Tensor:
-        """(B, 3, H, W) [0, 1] image, anywhere -> (B, C_out, H, W) float32 on the CPU.
+    def _notice(self, message: str) -> None:
+        if self.on_notice is not None:
+            self.on_notice(message)
 
-        ``progress(done, total)`` reports tiles. ``stats``: a policy for the network's
-        image-global statistics (e.g. :class:`~dcmp_cli.core.video.SequentialStats`
-        across video frames); with tiling it decides the statistics-pass values.
+    @torch.inference_mode()
+    def run(
+        self,
+        images: torch.Tensor,
+        *,
+        progress: ProgressFn | None = None,
+        temporal: TemporalState | None = None,
+    ) -> torch.Tensor:
+        """(B, 3, H, W) [0, 1] images, anywhere -> (B, C_out, H, W) float32 on the CPU.
+
+        ``progress(done, total)`` reports tiles. ``temporal``: a state from
+        :meth:`temporal_state` (video smoothing); with tiling it decides the
+        statistics-pass values.
         """
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise ValueError(f"expected a (B, 3, H, W) image tensor, got shape {tuple(image.shape)}")
-        x, h, w = pad_to_min_side(to_network_range(image.to(self.device, torch.float32)))
-        with autocast(self.device, self.precision):
-            y = self._run(x, stats, progress)
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected a (B, 3, H, W) image tensor, got shape {tuple(images.shape)}")
+        if temporal is not None and not isinstance(temporal, StatsPolicy):
+            raise TypeError("temporal must come from this predictor's temporal_state()")
+        x, h, w = pad_to_min_side(to_network_range(images.to(self.device, torch.float32)))
+        with autocast(self.device, self.precision), cudnn_autotune(self.device):
+            y = self._run(x, temporal, progress)
         return self._finish(y[:, :, :h, :w]).cpu()
 
 
-class DehazePredictor(Predictor):
+def _copy_module(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (parameters and buffers included) that shares nothing with it."""
+    return copy.deepcopy(model)
+
+
+class DehazePredictor(Predictor, Dehazer):
     """Hazy [0, 1] image -> restored [0, 1] image (clamped)."""
 
-    kind: Kind = "dehaze"
+    kind: ClassVar[Kind] = "dehaze"
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x).image
@@ -288,10 +323,10 @@ class DehazePredictor(Predictor):
         return from_network_range(y)
 
 
-class DepthPredictor(Predictor):
+class DepthPredictor(Predictor, DepthModel):
     """[0, 1] image -> the depth network's raw (B, 1, H, W) map, in its weights' convention."""
 
-    kind: Kind = "depth"
+    kind: ClassVar[Kind] = "depth"
 
     @property
     def larger_is_nearer(self) -> bool:
@@ -303,32 +338,3 @@ class DepthPredictor(Predictor):
 
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
         return y
-
-
-class PriorDehazer:
-    """The dark channel prior behind the predictor interface: (1, 3, H, W) [0, 1] -> same.
-
-    ``airlight``, if set, replaces the per-image estimate (video smoothing sets it).
-    """
-
-    kind: Kind = "dehaze"
-    larger_is_nearer = False
-
-    def __init__(self, prior: DarkChannelPrior | None = None) -> None:
-        self.prior = prior or DarkChannelPrior()
-        self.airlight: np.ndarray | None = None
-
-    def _run(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
-            raise ValueError(f"expected a (1, 3, H, W) image tensor, got shape {tuple(image.shape)}")
-        rgb = image[0].detach().float().cpu().permute(1, 2, 0).numpy()
-        return tuple(self.prior.dehaze(rgb, self.airlight))  # type: ignore[return-value]
-
-    def __call__(self, image: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
-        restored, _, _ = self._run(image)
-        return torch.from_numpy(restored.transpose(2, 0, 1).copy()).unsqueeze(0)
-
-    def depth(self, image: torch.Tensor, progress: ProgressFn | None = None) -> torch.Tensor:
-        """Relative depth −ln t, (1, 1, H, W), larger = farther."""
-        _, t, _ = self._run(image)
-        return torch.from_numpy(depth_from_transmission(t)).unsqueeze(0).unsqueeze(0)

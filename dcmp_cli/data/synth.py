@@ -41,6 +41,7 @@ import numpy as np
 
 from dcmp_cli import __version__
 from dcmp_cli.atomic import write_bytes_atomic
+from dcmp_cli.events import SynthEvents
 from dcmp_cli.data.datasets import DEPTH_EXTENSIONS, read_depth_map
 from dcmp_cli.data.depth_io import CONVENTION_TEXT, normalise_depth, write_depth
 from dcmp_cli.data.haze import add_haze, vertical_gradient_depth
@@ -140,14 +141,6 @@ class SynthReport:
             "failed": [{"source": str(f.source), "reason": f.reason} for f in self.failures],
             "images": [asdict(r) for r in self.records],
         }
-
-
-class SynthEvents:
-    """Progress callbacks; the default does nothing."""
-
-    def started(self, total: int) -> None: ...
-
-    def image_finished(self, source: Path, written: int, error: str | None) -> None: ...
 
 
 def image_rng(seed: int, stem: str) -> np.random.Generator:

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class DoubleConv(nn.Sequential):
@@ -26,6 +27,19 @@ class DoubleConv(nn.Sequential):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.act2 = nn.ReLU(inplace=True)
+
+    @torch.no_grad()
+    def fuse(self) -> int:
+        """Folds each eval-mode batch norm into the convolution before it (inference only:
+        the running statistics become constants); returns how many were folded."""
+        folded = 0
+        for conv_name, bn_name in (("conv1", "bn1"), ("conv2", "bn2")):
+            bn = getattr(self, bn_name)
+            if isinstance(bn, nn.BatchNorm2d):
+                setattr(self, conv_name, fuse_conv_bn_eval(getattr(self, conv_name), bn))
+                setattr(self, bn_name, nn.Identity())
+                folded += 1
+        return folded
 
 
 class _Down(nn.Module):

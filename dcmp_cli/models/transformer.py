@@ -42,9 +42,11 @@ class WindowAttention(nn.Module):
     Input (num_windows·B, N, 3·dim) holding queries, keys and values (in that order, each
     split into heads); output (num_windows·B, N, dim).
 
-    :meth:`freeze` prepares inference: the bias (a function of fixed positions and the
-    MLP's weights) is computed once, and attention runs fused through
-    ``scaled_dot_product_attention`` with the bias as an additive mask.
+    :meth:`fuse` prepares inference: the bias (a function of fixed positions and the
+    MLP's weights) is computed once into a non-persistent buffer, and in eval mode
+    attention runs fused through ``scaled_dot_product_attention`` with the bias as an
+    additive mask. In training mode the cached bias is ignored, so the position MLP
+    keeps its gradient.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int, position_mlp_hidden: int = 256) -> None:
@@ -58,24 +60,26 @@ class WindowAttention(nn.Module):
         self.position_mlp = nn.Sequential(
             nn.Linear(2, position_mlp_hidden), nn.ReLU(inplace=True), nn.Linear(position_mlp_hidden, num_heads)
         )
-        self.frozen_bias: torch.Tensor | None = None
+        self.frozen_bias: torch.Tensor | None
+        self.register_buffer("frozen_bias", None, persistent=False)
 
     def position_bias(self) -> torch.Tensor:
         """(heads, N, N) additive attention bias."""
-        if self.frozen_bias is not None:
+        if self.frozen_bias is not None and not self.training:
             return self.frozen_bias
         return self.position_mlp(self.relative_positions).permute(2, 0, 1)
 
     @torch.no_grad()
-    def freeze(self) -> None:
-        """Caches the position bias and switches to fused attention (inference only)."""
+    def fuse(self) -> None:
+        """Caches the position bias (eval mode uses it, with fused attention); call again after
+        changing the position MLP's weights."""
         self.frozen_bias = self.position_mlp(self.relative_positions).permute(2, 0, 1).contiguous()
 
     def forward(self, qkv: torch.Tensor) -> torch.Tensor:
         windows, tokens, _ = qkv.shape
         head_dim = self.dim // self.num_heads
         q, k, v = qkv.reshape(windows, tokens, 3, self.num_heads, head_dim).permute(2, 0, 3, 1, 4)
-        if self.frozen_bias is not None:
+        if self.frozen_bias is not None and not self.training:
             mask = self.frozen_bias.to(q.dtype).unsqueeze(0)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         else:

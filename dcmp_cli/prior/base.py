@@ -27,6 +27,8 @@ class ImagePrior(Protocol):
 
     #: The method's name as ``--method`` spells it.
     name: str
+    #: What it is, for messages ("dark channel prior").
+    title: str
 
     def estimate_globals(self, image: np.ndarray) -> np.ndarray:
         """The image-global quantities of ``image`` (1-D float32), as :meth:`dehaze` would estimate them."""

@@ -47,6 +47,7 @@ class DarkChannelPrior:
     """
 
     name: ClassVar[str] = "dcp"
+    title: ClassVar[str] = "dark channel prior"
 
     patch: int = 15
     top_fraction: float = 0.001

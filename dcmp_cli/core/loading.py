@@ -1,0 +1,168 @@
+"""Loading a dehazer or depth estimator by method and weights: what every command does first.
+
+``method="auto"`` picks DCMPNet when weights are found (given, or in the default places
+of :mod:`dcmp_cli.core.weights`) and the weight-free default otherwise; ``"dcmp"``
+insists on weights; a prior's name (``"dcp"``) never uses them. Device and precision are
+checked whatever runs, so a bad device fails before any work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+
+import torch
+
+from dcmp_cli.choices import DEFAULT_PRIOR, PRIOR_METHODS, Method, value_of
+from dcmp_cli.core.depth import DepthEstimator
+from dcmp_cli.core.device import check_precision, resolve_device
+from dcmp_cli.core.image_model import Dehazer, DepthModel
+from dcmp_cli.sizes import parse_size
+from dcmp_cli.core.predictor import DehazePredictor, DepthPredictor, TileSettings
+from dcmp_cli.core.prior_models import PriorDehazer, PriorDepth
+from dcmp_cli.core.weights import find_default_weights
+from dcmp_cli.models.registry import Kind
+from dcmp_cli.prior import create_prior
+
+PathLike = str | os.PathLike
+NoticeFn = Callable[[str], None]
+
+
+class WeightsRequired(LookupError):
+    """DCMPNet was asked for (``kind`` network) but no weights were given or found."""
+
+    def __init__(self, kind: Kind) -> None:
+        what = "dehazing" if kind == "dehaze" else "depth"
+        super().__init__(f"no {what} weights found")
+        self.kind = kind
+
+
+class MethodError(ValueError):
+    """A method that cannot do what was asked (e.g. prior depth of clear images)."""
+
+
+def tile_settings(tile: int | str | None = "auto", overlap: int = 32, max_memory: int | str | None = None) -> TileSettings:
+    """Tiling from user-level values: ``tile`` "auto"/None, 0 (never tile) or a side in pixels;
+    ``max_memory`` bytes or a size such as "2G"."""
+    if isinstance(tile, str):
+        text = tile.strip().lower()
+        if text != "auto" and not text.isdigit():
+            raise ValueError(f"tile size must be auto, 0 or a size in pixels, got {tile!r}")
+        tile = None if text == "auto" else int(text)
+    budget = parse_size(max_memory) if isinstance(max_memory, str) else max_memory
+    return TileSettings(tile=tile, overlap=overlap, max_memory=budget)
+
+
+def _device(device: str | torch.device, precision: str) -> torch.device:
+    resolved = device if isinstance(device, torch.device) else resolve_device(device)
+    check_precision(precision, resolved)
+    return resolved
+
+
+def _weights(kind: Kind, method: str, weights: PathLike | None) -> Path | None:
+    """The checkpoint to use for ``method`` (None: use the weight-free default)."""
+    if method in PRIOR_METHODS:
+        return None
+    path = Path(weights) if weights is not None else find_default_weights(kind)
+    if path is None and method == Method.DCMP.value:
+        raise WeightsRequired(kind)
+    return path
+
+
+def _method(method: str | Enum) -> str:
+    name = value_of(method)
+    if name not in (Method.AUTO.value, Method.DCMP.value, *PRIOR_METHODS):
+        raise ValueError(f"unknown method {name!r}; choose auto, dcmp or one of {', '.join(PRIOR_METHODS)}")
+    return name
+
+
+def load_dehazer(
+    method: str | Method = "auto",
+    weights: PathLike | None = None,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    tile: int | str | None = "auto",
+    tile_overlap: int = 32,
+    max_memory: int | str | None = None,
+    compile: bool = False,
+    on_notice: NoticeFn | None = None,
+) -> Dehazer:
+    """The dehazer ``dcmp dehaze`` would use with these options.
+
+    >>> dehazer = load_dehazer()                      # DCMPNet if weights are found, else the prior
+    >>> restored = dehazer(Image.open("hazy.jpg"))   # PIL in, PIL out (NumPy and tensors too)
+
+    Raises :class:`WeightsRequired` (``method="dcmp"`` without weights),
+    :class:`~dcmp_cli.core.checkpoint.CheckpointError`, :class:`~dcmp_cli.core.device.DeviceError`.
+    """
+    name = _method(method)
+    torch_device = _device(device, value_of(precision))
+    tiling = tile_settings(tile, tile_overlap, max_memory)
+    path = _weights("dehaze", name, weights)
+    if path is None:
+        return PriorDehazer(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
+    return DehazePredictor.from_checkpoint(
+        path, torch_device, value_of(precision), tiling, on_notice=on_notice, compile=compile  # type: ignore[arg-type]
+    )
+
+
+def load_depth_model(
+    method: str | Method = "auto",
+    weights: PathLike | None = None,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    tile: int | str | None = "auto",
+    tile_overlap: int = 32,
+    max_memory: int | str | None = None,
+    on_notice: NoticeFn | None = None,
+) -> DepthModel:
+    """The depth model alone: DCMPNet's depth network, or a prior's transmission (−ln t)."""
+    name = _method(method)
+    torch_device = _device(device, value_of(precision))
+    path = _weights("depth", name, weights)
+    if path is None:
+        return PriorDepth(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
+    tiling = tile_settings(tile, tile_overlap, max_memory)
+    return DepthPredictor.from_checkpoint(path, torch_device, value_of(precision), tiling, on_notice)  # type: ignore[arg-type]
+
+
+def load_depth_estimator(
+    method: str | Method = "auto",
+    weights: PathLike | None = None,
+    *,
+    dehaze_weights: PathLike | None = None,
+    input_is_clear: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    tile: int | str | None = "auto",
+    tile_overlap: int = 32,
+    max_memory: int | str | None = None,
+    on_notice: NoticeFn | None = None,
+) -> DepthEstimator:
+    """The depth pipeline ``dcmp depth`` would use with these options.
+
+    With a depth checkpoint, hazy inputs are first dehazed (by the dehazing weights if
+    given or found, else the weight-free default) unless ``input_is_clear``. Without one,
+    depth is the weight-free prior's −ln t, which needs haze: clear inputs and dehazing
+    weights are then refused (:class:`MethodError`), not silently ignored.
+    """
+    options = dict(device=device, precision=precision, tile=tile, tile_overlap=tile_overlap,
+                   max_memory=max_memory, on_notice=on_notice)
+    model = load_depth_model(method, weights, **options)  # type: ignore[arg-type]
+    if isinstance(model, PriorDepth):
+        if input_is_clear:
+            raise MethodError(f"the {model.title} reads depth from haze; clear images need a depth checkpoint")
+        if dehaze_weights is not None:
+            raise MethodError(
+                f"dehazing weights {dehaze_weights} were given, but without depth weights depth comes from the "
+                f"{model.title}'s transmission, which does not use them; give depth weights too"
+            )
+        return DepthEstimator(model, None)
+    if input_is_clear:
+        return DepthEstimator(model, None)
+    dehazer = load_dehazer("auto", dehaze_weights, **options)  # type: ignore[arg-type]
+    return DepthEstimator(model, dehazer)
