@@ -32,6 +32,7 @@ def test_defaults_are_the_published_recipe():
 
 def test_shipped_config_files():
     assert build_config(CONFIGS / "dcmpnet.toml") == TrainConfig()
+    assert set(read_config_file(CONFIGS / "dcmpnet.toml")) == set(TrainConfig().flat())  # documents every key
     tiny = build_config(CONFIGS / "tiny-cpu.toml")
     assert tiny.preset == "dcmpnet-tiny" and tiny.device == "cpu"
 
@@ -117,3 +118,13 @@ def test_a_config_built_in_python_is_checked():
     assert info.value.key == "batch_size"
     assert TrainConfig(lr_dehaze=1).lr_dehaze == 1.0 and isinstance(TrainConfig(lr_dehaze=1).lr_dehaze, float)
     assert TrainConfig(data=Path("pairs")).data == "pairs"
+
+
+def test_the_python_entry_points_are_importable_from_the_package():
+    import dcmp_cli.training as training
+    from dcmp_cli.training import config, trainer
+
+    assert training.train is trainer.train and training.TrainConfig is config.TrainConfig
+    assert training.resolve_train_config is resolve_train_config
+    with pytest.raises(AttributeError):
+        training.no_such_name  # noqa: B018 - the attribute access is the test
