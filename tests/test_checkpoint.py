@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import pathlib
 
 import numpy as np
 import pytest
 import torch
 
-from dcmp_cli.core.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from dcmp_cli.core.checkpoint import (
+    CheckpointError,
+    UnsafeFileError,
+    ValueRangeError,
+    load_tensors_only,
+    read_checkpoint,
+    save_checkpoint,
+)
 from dcmp_cli.models import create_model, get_preset
 
 
@@ -178,3 +186,72 @@ def test_float16_tensors_load_as_float32(tmp_path):
     assert all(p.dtype == torch.float32 for p in built.parameters())
     ref = model.state_dict()["embed.weight"].half().float()
     assert np.allclose(built.state_dict()["embed.weight"].numpy(), ref.numpy())
+
+
+# --- value range -----------------------------------------------------------------------------------
+
+
+def _with_metadata(path, **changes):
+    """Rewrites a safetensors file with some metadata entries changed (None removes one)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for key, value in changes.items():
+        if value is None:
+            metadata.pop(key, None)
+        else:
+            metadata[key] = value
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def test_value_range_is_read_on_load(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", _tiny(), "dehaze", get_preset("dcmpnet-tiny").kwargs("dehaze"))
+    assert read_checkpoint(_with_metadata(path, value_range="[-1,1]")).kind == "dehaze"  # spelling varies
+    assert read_checkpoint(_with_metadata(path, value_range=None)).kind == "dehaze"  # not recorded: the networks' own
+    for found in ("[0, 1]", "0..1"):
+        with pytest.raises(ValueRangeError) as info:
+            read_checkpoint(_with_metadata(path, value_range=found))
+        assert info.value.found == found and isinstance(info.value, CheckpointError)
+        message = str(info.value)
+        assert f"in {found}" in message and "[-1, 1]" in message and "\n" not in message
+
+
+# --- the one weights-only reader ---------------------------------------------------------------------
+
+
+class _TouchOnUnpickle:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_load_tensors_only_reads_tensors_and_refuses_code(tmp_path):
+    torch.save({"a": torch.arange(3), "meta": {"step": 2, "name": "x"}}, tmp_path / "plain.pt")
+    loaded = load_tensors_only(tmp_path / "plain.pt")
+    assert torch.equal(loaded["a"], torch.arange(3)) and loaded["meta"] == {"step": 2, "name": "x"}
+    path = save_checkpoint(tmp_path / "m.safetensors", _tiny("depth"), "depth", get_preset("dcmpnet-tiny").kwargs("depth"))
+    assert set(load_tensors_only(path)) == set(_tiny("depth").state_dict())
+
+    marker = tmp_path / "ran"
+    torch.save({"weights": torch.zeros(1), "payload": _TouchOnUnpickle(marker)}, tmp_path / "evil.pt")
+    with pytest.raises(UnsafeFileError) as info:
+        load_tensors_only(tmp_path / "evil.pt")
+    message = str(info.value)
+    assert "Python objects other than tensors" in message and "does not run code from files" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_torchscript_files_are_refused_unread(tmp_path):
+    with pytest.warns(DeprecationWarning):  # PyTorch deprecates TorchScript
+        torch.jit.script(torch.nn.Conv2d(3, 1, 1)).save(str(tmp_path / "program.pth"))
+    for read in (load_tensors_only, read_checkpoint):
+        with pytest.raises(UnsafeFileError, match="it is a TorchScript program") as info:
+            read(tmp_path / "program.pth")
+        assert "weights_only" not in str(info.value) and "\n" not in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import pathlib
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from dcmp_cli.training.losses import (
     difference_weight_map,
     dual_task_loss,
 )
-from dcmp_cli.training.trainer import clear_guides
+from dcmp_cli.training.model import clear_guides
 from dcmp_cli.training.vgg import VGG19Features, VGGWeightsError, load_vgg19
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -122,7 +123,17 @@ def test_clear_guides_are_detached_and_keep_batch_norm_statistics(term_gradients
 
 
 class _NotATensor:
-    """A pickled Python object: weights_only loading must refuse it."""
+    """A pickled Python object: loading tensors only must refuse it."""
+
+
+class _TouchOnUnpickle:
+    """Unpickling this creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +171,7 @@ def test_vgg19_weight_errors(vgg_file, tmp_path):
     with pytest.raises(VGGWeightsError, match="not VGG19's"):
         load_vgg19(tmp_path / "wrong.pth")
     torch.save({"weights": _NotATensor()}, tmp_path / "pickle.pth")
-    with pytest.raises(VGGWeightsError, match="weights_only"):
+    with pytest.raises(VGGWeightsError, match="Python objects other than tensors"):
         load_vgg19(tmp_path / "pickle.pth")
     with pytest.raises(VGGWeightsError, match="not found"):
         load_vgg19(tmp_path / "missing.pth")
@@ -178,3 +189,27 @@ def test_contrastive_loss_values_and_gradient(vgg_file):
     value.backward()
     assert between.grad is not None and between.grad.abs().sum() > 0
     assert all(p.grad is None for p in loss.vgg.parameters())
+
+
+def test_vgg19_weights_with_code_are_refused_without_running(vgg_file, tmp_path):
+    _, state = vgg_file
+    marker = tmp_path / "ran"
+    torch.save({**state, "payload": _TouchOnUnpickle(marker)}, tmp_path / "vgg19-evil.pth")
+    with pytest.raises(VGGWeightsError) as info:
+        load_vgg19(tmp_path / "vgg19-evil.pth")
+    message = str(info.value)
+    assert "refused" in message and "does not run code from files" in message
+    assert "weights_only" not in message and "\n" not in message
+    assert not marker.exists()
+
+
+def test_contrastive_loss_maps_to_unit_range_without_clamping(vgg_file):
+    """With ImageNet normalisation the features see [0, 1] images: (x + 1) / 2, values outside [-1, 1] kept."""
+    path, _ = vgg_file
+    vgg = load_vgg19(path, imagenet_normalize=True)
+    seen = []
+    vgg.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    out = torch.full((1, 3, 16, 16), 1.5)
+    clear, hazy = torch.zeros(1, 3, 16, 16), torch.full((1, 3, 16, 16), -1.0)
+    ContrastiveLoss(vgg)(out, clear, hazy)
+    assert sorted(float(x.mean()) for x in seen) == [0.0, 0.5, 1.25]

@@ -22,11 +22,13 @@ from typer.testing import CliRunner
 from dcmp_cli.cli.app import app
 from dcmp_cli.core.checkpoint import read_checkpoint, save_checkpoint
 from dcmp_cli.models import create_model, get_preset
-from dcmp_cli.training import trainer as trainer_module
+from dcmp_cli.training import model as model_module
 from dcmp_cli.training.config import TrainConfig, build_config
-from dcmp_cli.training.state import read_metrics
-from dcmp_cli.training.teacher import load_teacher, normalise_per_sample
-from dcmp_cli.training.trainer import NonFiniteLossError, StopSignal, TrainEvents, stop_on_signals, train
+from dcmp_cli.training.events import TrainEvents
+from dcmp_cli.training.metrics_log import read_metrics
+from dcmp_cli.training.signals import StopSignal, stop_on_signals
+from dcmp_cli.training.teacher import load_teacher
+from dcmp_cli.training.trainer import NonFiniteLossError, train
 from dcmp_cli.training.vgg import VGG19Features
 
 runner = CliRunner()
@@ -171,7 +173,7 @@ def test_signals_request_a_graceful_stop_then_abort():
 
 
 def _poison_second_call(monkeypatch):
-    real = trainer_module.dual_task_loss
+    real = model_module.dual_task_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -181,7 +183,7 @@ def _poison_second_call(monkeypatch):
             terms.dehaze = terms.dehaze * float("nan")
         return terms
 
-    monkeypatch.setattr(trainer_module, "dual_task_loss", poisoned)
+    monkeypatch.setattr(model_module, "dual_task_loss", poisoned)
 
 
 def test_a_nan_loss_stops_training_naming_the_iteration(dataset, tmp_path, monkeypatch):
@@ -220,27 +222,6 @@ def test_teacher_contrastive_and_guide_terms_train(dataset, tmp_path):
     assert row["contrastive"] > 0 and row["guide"] > 0 and np.isfinite(row["loss_dehaze"])
 
 
-def test_exported_and_torchscript_teachers(tmp_path):
-    torch.manual_seed(0)
-    conv = torch.nn.Conv2d(3, 1, 3, padding=1)
-    dynamic = torch.export.Dim.DYNAMIC
-    exported = torch.export.export(conv, (torch.rand(2, 3, 16, 16),), dynamic_shapes={"input": {0: dynamic, 2: dynamic, 3: dynamic}})
-    torch.export.save(exported, tmp_path / "teacher.pt2")
-    clear = torch.rand(1, 3, 24, 24)
-    raw = conv(clear)
-    teacher = load_teacher(tmp_path / "teacher.pt2", torch.device("cpu"), input_range="unit", output="depth")
-    target = teacher(clear)
-    assert target.shape == (1, 1, 24, 24) and not target.requires_grad
-    # depth output -> disparity target, normalised per sample between its 1st and 99th percentiles
-    torch.testing.assert_close(target, 1 - normalise_per_sample(raw.detach()))
-    assert float((target > 0.99).float().mean()) <= 0.02 + 1e-6
-    with pytest.warns(DeprecationWarning):  # PyTorch deprecates TorchScript; dcmp still reads it
-        scripted = torch.jit.script(conv)
-        scripted.save(str(tmp_path / "teacher.pt"))
-        legacy = load_teacher(tmp_path / "teacher.pt", torch.device("cpu"), input_range="unit", output="depth")
-    torch.testing.assert_close(legacy(clear), target)
-
-
 # --- several processes ----------------------------------------------------------------------------------------
 
 
@@ -260,26 +241,30 @@ def test_two_process_gloo_run_ends_with_identical_weights(dataset, tmp_path):
     assert len([r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "train"]) == 2
 
 
-def test_ctrl_c_saves_last_and_says_how_to_resume(dataset, tmp_path):
+def test_ctrl_c_saves_last_notes_once_and_says_how_to_resume(dataset, tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group, data-loading workers included (issue 14)."""
     run = tmp_path / "run"
+    options = [o for o in TINY if o not in ("--workers", "0")]
     command = [sys.executable, "-m", "dcmp_cli", "train", "--data", str(dataset), "--out", str(run), "--iters", "1000",
-               *TINY, "--set", "log_every=1"]
+               *options, "--workers", "1", "--set", "log_every=1"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             if (run / "metrics.jsonl").exists() and read_metrics(run / "metrics.jsonl"):
                 break
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr[-2000:]
     step = _state(run)["step"]
     assert 1 <= step < 1000
-    assert f"interrupted at iteration {step}; continue with: dcmp train --out {run} --resume" in " ".join(stderr.split())
+    text = " ".join(stderr.split())
+    assert text.count("stopping after this iteration") == 1, stderr[-2000:]
+    assert f"interrupted at iteration {step}; continue with: dcmp train --out {run} --resume" in text
     assert max(r["step"] for r in read_metrics(run / "metrics.jsonl")) == step
 
 

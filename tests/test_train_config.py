@@ -14,6 +14,7 @@ from dcmp_cli.training.config import (
     config_from_dict,
     parse_assignment,
     read_config_file,
+    resolve_train_config,
 )
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -31,6 +32,7 @@ def test_defaults_are_the_published_recipe():
 
 def test_shipped_config_files():
     assert build_config(CONFIGS / "dcmpnet.toml") == TrainConfig()
+    assert set(read_config_file(CONFIGS / "dcmpnet.toml")) == set(TrainConfig().flat())  # documents every key
     tiny = build_config(CONFIGS / "tiny-cpu.toml")
     assert tiny.preset == "dcmpnet-tiny" and tiny.device == "cpu"
 
@@ -89,3 +91,40 @@ def test_set_assignments():
         parse_assignment("w_guide")
     with pytest.raises(ConfigError, match="unknown section"):
         parse_assignment("nope.w_guide=1")
+
+
+def test_resolve_train_config_merges_like_the_command(tmp_path):
+    """File < overrides < KEY=VALUE assignments; ``given`` holds what the user set, not the defaults."""
+    (tmp_path / "c.toml").write_text('[optim]\nbatch_size = 4\niters = 50\n[data]\npatch_size = 64\n')
+    resolved = resolve_train_config(tmp_path / "c.toml", {"data": tmp_path / "pairs", "batch_size": 2, "seed": None},
+                                    ["loss.w_guide=0.5", "batch_size=6"])
+    c = resolved.config
+    assert (c.batch_size, c.patch_size, c.iters, c.w_guide, c.data) == (6, 64, 50, 0.5, str(tmp_path / "pairs"))
+    assert dict(resolved.given) == {"batch_size": 6, "iters": 50, "patch_size": 64, "data": str(tmp_path / "pairs"),
+                                    "w_guide": 0.5}
+    # A given epochs count wins over the file's iters; both given is an error naming the key.
+    assert resolve_train_config(tmp_path / "c.toml", {"epochs": 3}).config.iters == 0
+    with pytest.raises(ConfigError, match="epochs or iters, not both") as info:
+        resolve_train_config(None, {"epochs": 3, "iters": 10})
+    assert info.value.key == "iters"
+    with pytest.raises(ConfigError, match="did you mean 'w_guide'") as info:
+        resolve_train_config(None, {}, ["w_giude=1"])
+    assert info.value.key == "w_giude"
+
+
+def test_a_config_built_in_python_is_checked():
+    with pytest.raises(ConfigError, match="must be ≥ 1") as info:
+        TrainConfig(batch_size=0)
+    assert info.value.key == "batch_size"
+    assert TrainConfig(lr_dehaze=1).lr_dehaze == 1.0 and isinstance(TrainConfig(lr_dehaze=1).lr_dehaze, float)
+    assert TrainConfig(data=Path("pairs")).data == "pairs"
+
+
+def test_the_python_entry_points_are_importable_from_the_package():
+    import dcmp_cli.training as training
+    from dcmp_cli.training import config, trainer
+
+    assert training.train is trainer.train and training.TrainConfig is config.TrainConfig
+    assert training.resolve_train_config is resolve_train_config
+    with pytest.raises(AttributeError):
+        training.no_such_name  # noqa: B018 - the attribute access is the test

@@ -11,9 +11,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from dcmp_cli.cli.common import EXIT_FAILED_ITEMS, JsonOption, err_console, fail, note, print_json
+from dcmp_cli.training.events import RunInfo, TrainEvents
 
 
-class RichTrainEvents:
+class RichTrainEvents(TrainEvents):
     """Progress bar with ETA and the latest losses; plain log lines when stderr is not a terminal.
 
     Its rich Progress is ``self.bar`` (``progress`` is one of the training events).
@@ -60,7 +61,7 @@ class RichTrainEvents:
             self.bar.remove_task(self.check)
             self.check = None
 
-    def started(self, info: Any) -> None:
+    def started(self, info: RunInfo) -> None:
         resumed = f", resuming at iteration {info.start_step}" if info.start_step else ""
         val = f", {info.val_pairs} validation pairs" if info.val_pairs else ", no validation (no --val-data)"
         self._print(
@@ -128,6 +129,36 @@ def _result_json(result: Any) -> dict[str, Any]:
     }
 
 
+#: What to do about a config error, in options, by the config key at fault.
+CONFIG_HINTS = {
+    "data": "give --data DIR",
+    "depth_teacher": "give --depth-teacher FILE",
+    "batch_size": "choose --batch-size accordingly",
+}
+#: What to do about a run-folder problem, in options.
+RUN_FOLDER_HINTS = {
+    "exists": "pass --resume to continue it, or choose another --out",
+    "nothing_to_resume": "start a new run there without --resume",
+    "recipe_changed": "start a new run (another --out) to change them",
+}
+
+
+def _message(error: Exception) -> str:
+    """A library error's message, with the option that sets the value at fault where there is one."""
+    from dcmp_cli.training.config import ConfigError
+    from dcmp_cli.training.run_folder import RunFolderError
+    from dcmp_cli.training.teacher import TeacherError
+
+    message = str(error)
+    if isinstance(error, ConfigError) and error.key in CONFIG_HINTS:
+        return f"{message}; {CONFIG_HINTS[error.key]}"
+    if isinstance(error, RunFolderError) and error.problem in RUN_FOLDER_HINTS:
+        return f"{message} ({RUN_FOLDER_HINTS[error.problem]})"
+    if isinstance(error, TeacherError) and error.needs_trust:
+        return f"{message}. To load it anyway, pass --trust-teacher-code"
+    return message
+
+
 def train_cli(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, metrics, last/ and best/ checkpoints.", show_default=False)],
     data: Annotated[Optional[Path], typer.Option("--data", help="Training pairs: hazy/ + GT/ [+ depth/] (the layouts `dcmp eval` reads).", show_default=False)] = None,
@@ -142,7 +173,8 @@ def train_cli(
     device: Annotated[Optional[str], typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps (default auto; under torchrun cuda:LOCAL_RANK).", show_default=False)] = None,
     precision: Annotated[Optional[str], typer.Option("--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.", show_default=False)] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly from its last/ checkpoint.")] = False,
-    depth_teacher: Annotated[Optional[Path], typer.Option("--depth-teacher", help="Depth targets from this model (torch.export .pt2, TorchScript, or a depth checkpoint) instead of depth/ or the pair-derived estimate.", show_default=False)] = None,
+    depth_teacher: Annotated[Optional[Path], typer.Option("--depth-teacher", help="Depth targets from this model instead of depth/ or the pair-derived estimate: a depth checkpoint, or a torch.export .pt2 / TorchScript program (needs --trust-teacher-code).", show_default=False)] = None,
+    trust_teacher_code: Annotated[bool, typer.Option("--trust-teacher-code", help="Allow a --depth-teacher that is a program (torch.export .pt2, TorchScript). Loading such a file can run arbitrary code on this machine: only for files you made or whose source you trust.")] = False,
     vgg_weights: Annotated[Optional[Path], typer.Option("--vgg-weights", help="VGG19 weights (torchvision's vgg19-dcbb9e9d.pth) for the contrastive regulariser; off without.", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", help="Data-loading processes (default 4).", min=0, show_default=False)] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", min=0, show_default=False)] = None,
@@ -160,17 +192,18 @@ def train_cli(
     from dcmp_cli.core.checkpoint import CheckpointError
     from dcmp_cli.core.device import DeviceError
     from dcmp_cli.data.datasets import DatasetError
-    from dcmp_cli.training.config import ConfigError, build_config, parse_assignment, read_config_file
-    from dcmp_cli.training.state import RunFolderError
+    from dcmp_cli.training.config import ConfigError, resolve_train_config
+    from dcmp_cli.training.run_folder import RunFolderError
+    from dcmp_cli.training.signals import StopSignal, stop_on_signals
     from dcmp_cli.training.teacher import TeacherError
-    from dcmp_cli.training.trainer import NonFiniteLossError, StopSignal, prepare_run, stop_on_signals, train
+    from dcmp_cli.training.trainer import NonFiniteLossError, train
     from dcmp_cli.training.vgg import VGGWeightsError
 
     rank = int(os.environ.get("RANK", "0"))  # set by torchrun; only rank 0 prints and writes
     main = rank == 0
     options: dict[str, Any] = {
-        "data": str(data) if data else None,
-        "val_data": str(val_data) if val_data else None,
+        "data": data,
+        "val_data": val_data,
         "preset": preset,
         "epochs": epochs,
         "iters": iters,
@@ -180,33 +213,27 @@ def train_cli(
         "lr_depth": lr,
         "device": device,
         "precision": precision,
-        "depth_teacher": str(depth_teacher) if depth_teacher else None,
-        "vgg_weights": str(vgg_weights) if vgg_weights else None,
+        "depth_teacher": depth_teacher,
+        "trust_teacher_code": True if trust_teacher_code else None,
+        "vgg_weights": vgg_weights,
         "num_workers": workers,
         "seed": seed,
     }
     if epochs is not None and iters is not None:
         fail("give --epochs or --iters, not both")
-    if epochs is not None:
-        options["iters"] = 0
     try:
-        for assignment in set_values or []:
-            key, value = parse_assignment(assignment)
-            options[key] = value
-        given = {**(read_config_file(config) if config else {}), **{k: v for k, v in options.items() if v is not None}}
-        cfg = build_config(config, options)
-        cfg = prepare_run(out, cfg, resume, given)
-    except (ConfigError, RunFolderError) as e:
-        fail(str(e))
+        resolved = resolve_train_config(config, options, set_values or [])
+    except ConfigError as e:
+        fail(_message(e))
 
     stop = StopSignal()
     with RichTrainEvents(enabled=main and not json_out) as events, stop_on_signals(
         stop, lambda signum: events.note("stopping after this iteration (saving last/); press Ctrl-C again to abort")
     ):
         try:
-            result = train(cfg, out, resume, events, stop)  # type: ignore[arg-type]
+            result = train(resolved, out, resume, events, stop)
         except (ConfigError, DatasetError, DeviceError, RunFolderError, VGGWeightsError, TeacherError, CheckpointError) as e:
-            fail(str(e) if main else f"[rank {rank}] {e}")
+            fail(_message(e) if main else f"[rank {rank}] {_message(e)}")
         except NonFiniteLossError as e:
             fail(str(e) if main else f"[rank {rank}] {e}", EXIT_FAILED_ITEMS)
     if not main:

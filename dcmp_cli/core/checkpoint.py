@@ -10,17 +10,24 @@ One reader, :func:`read_checkpoint`, takes every format users bring:
 * bare state dicts (official or our names, in ``.pth`` or safetensors), also with the
   ``module.`` prefix of data-parallel training or ``_orig_mod.`` of ``torch.compile``.
 
-PyTorch files are opened with ``torch.load(weights_only=True)``: a pickle that would
-import or call anything but tensors and plain containers is refused, and its code never
-runs. There is no unsafe fallback.
+PyTorch files are read by :func:`load_tensors_only`, the one reader of ``torch.save``
+files in dcmp (checkpoints, training states, VGG19 weights): ``torch.load(weights_only=True)``,
+so a pickle that would import or call anything but tensors and plain containers is
+refused, and its code never runs. There is no unsafe fallback.
+
+dcmp checkpoints record the value range their networks read and write
+(:data:`~dcmp_cli.core.value_range.NETWORK_VALUE_RANGE`, ``[-1, 1]``); a checkpoint that
+records another range is refused with :class:`ValueRangeError` (there is no conversion).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import struct
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,12 +44,11 @@ from dcmp_cli.core.official import (
     infer_official_config,
     is_official_state_dict,
 )
+from dcmp_cli.core.value_range import NETWORK_BOUNDS, NETWORK_VALUE_RANGE, parse_value_range
 from dcmp_cli.models.registry import KINDS, Kind, build_model, full_kwargs, get_preset, list_presets, match_preset
 
 CHECKPOINT_FORMAT = "dcmp-checkpoint"
 FORMAT_VERSION = "1"
-#: The value range the stored networks read and write.
-NETWORK_VALUE_RANGE = "[-1, 1]"
 CUSTOM_PRESET = "custom"
 
 _OFFICIAL_ENTRIES = {"dehaze_net": "dehaze", "depth_net": "depth"}
@@ -61,6 +67,31 @@ _IMAGE_SIGNATURES = {
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be used; the message says why and what to do, in one line."""
+
+
+class UnsafeFileError(CheckpointError):
+    """The file holds Python objects other than tensors (or is a program): dcmp will not run its code.
+
+    ``path``: the file; ``found``: what was found (a pickled global's name, or "a TorchScript program").
+    """
+
+    def __init__(self, path: Path, found: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.found = found
+
+
+class ValueRangeError(CheckpointError):
+    """A dcmp checkpoint records a value range other than the networks' [-1, 1] (``found``)."""
+
+    def __init__(self, path: Path, found: str) -> None:
+        super().__init__(
+            f"{path} records networks that read and write images in {found}, but DCMPNet networks work in "
+            f"{NETWORK_VALUE_RANGE} and dcmp does not convert between ranges; use a checkpoint saved for "
+            f"{NETWORK_VALUE_RANGE} networks"
+        )
+        self.path = path
+        self.found = found
 
 
 @dataclass
@@ -170,25 +201,85 @@ def _sniff(path: Path) -> str:
     raise CheckpointError(f"{path} is not a checkpoint (neither a PyTorch file nor safetensors)")
 
 
-def _torch_load(path: Path) -> Any:
+#: The name of the global a refused pickle wanted, as PyTorch's weights-only unpickler reports it.
+_REFUSED_GLOBAL = re.compile(r"[Uu]nsupported (?:global|GLOBAL):? ?(?:GLOBAL )?([\w.]+)")
+
+
+def _load_error(path: Path, error: Exception) -> CheckpointError:
+    """One line of our own for a failed ``torch.load``; never PyTorch's text about unsafe loading."""
+    text = str(error)
+    if "TorchScript" in text:
+        return UnsafeFileError(
+            path, "a TorchScript program",
+            f"refused to load {path}: it is a TorchScript program, not a file of tensors, and dcmp does not run "
+            "code from files",
+        )
+    if "Weights only load failed" in text or isinstance(error, pickle.UnpicklingError):
+        match = _REFUSED_GLOBAL.search(text)
+        found = match.group(1) if match else "unknown objects"
+        return UnsafeFileError(
+            path, found,
+            f"refused to load {path}: it holds pickled Python objects other than tensors ({found}), and dcmp does "
+            "not run code from files. Re-save the weights as a plain state dict or as safetensors in a trusted "
+            "environment",
+        )
+    if "central directory" in text or "zip archive" in text or isinstance(error, EOFError):
+        return CheckpointError(f"{path} is truncated or corrupt: the file is incomplete")
+    first = text.splitlines()[0].strip() if text else ""
+    detail = type(error).__name__ + (f": {first}" if first and "weights_only" not in text and len(first) < 200 else "")
+    return CheckpointError(f"cannot read {path} as a PyTorch file ({detail})")
+
+
+#: What each kind of program archive is called in messages.
+PROGRAM_WORDS = {"export": "an exported program (torch.export)", "torchscript": "a TorchScript program"}
+
+
+def program_kind(path: str | os.PathLike) -> str | None:
+    """'export' (a ``torch.export`` archive), 'torchscript', or None for any other file.
+
+    Recognised from the zip's entries, not the file name. Both are programs: loading
+    them with PyTorch can run code, so :func:`load_tensors_only` refuses them unread.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            parts = [name.split("/", 2) for name in archive.namelist()]
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any(p[1:2] == ["archive_format"] for p in parts):
+        return "export"
+    if any(p[1:2] == ["code"] for p in parts):
+        return "torchscript"
+    return None
+
+
+def _load_torch(path: Path) -> Any:
+    kind = program_kind(path)
+    if kind is not None:
+        raise UnsafeFileError(
+            path, PROGRAM_WORDS[kind],
+            f"refused to load {path}: it is {PROGRAM_WORDS[kind]}, not a file of tensors, and dcmp does not run "
+            "code from files",
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - every failure becomes a one-line CheckpointError
-        text = str(e)
-        m = re.search(r"(?:unsupported|Unsupported) (?:global|GLOBAL):? ?(?:GLOBAL )?([\w.]+)", text)
-        if "Weights only load failed" in text and m:
-            raise CheckpointError(
-                f"refused to load {path}: it contains pickled Python objects ({m.group(1)}) that would run "
-                "code when unpickled; dcmp loads tensors only. Re-save the weights as a plain state dict "
-                "or safetensors from a trusted environment"
-            ) from None
-        if "Weights only load failed" in text:
-            raise CheckpointError(
-                f"refused to load {path}: it is not a plain tensor checkpoint (weights_only loading failed)"
-            ) from None
-        if "central directory" in text or "zip archive" in text or isinstance(e, EOFError):
-            raise CheckpointError(f"{path} is truncated or corrupt: the file is incomplete") from None
-        raise CheckpointError(f"cannot read {path} as a PyTorch checkpoint: {text.splitlines()[0] if text else e}") from None
+        raise _load_error(path, e) from None
+
+
+def load_tensors_only(path: str | os.PathLike) -> Any:
+    """What a ``torch.save`` or safetensors file holds, read without running any code from it.
+
+    ``torch.save`` files are read with ``torch.load(weights_only=True)`` onto the CPU:
+    tensors, dicts, lists, tuples, numbers and strings come back; anything else is
+    refused before it is built. Safetensors files give their dict of tensors.
+    Raises :class:`UnsafeFileError` for pickled Python objects other than tensors (or a
+    TorchScript program), :class:`CheckpointError` for missing, empty, truncated or
+    foreign files; one line each.
+    """
+    path = Path(path)
+    if _sniff(path) == "safetensors":
+        return _read_safetensors(path)[0]
+    return _load_torch(path)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -257,7 +348,7 @@ def read_checkpoint(path: str | os.PathLike, kind: Kind | None = None) -> Checkp
             return _from_dcmp(path, state, metadata, kind)
         container_kind = None
     else:
-        obj = _torch_load(path)
+        obj = _load_torch(path)
         if not isinstance(obj, Mapping):
             raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict or checkpoint dict")
         container_kind, state = None, None
@@ -320,6 +411,9 @@ def _from_dcmp(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, s
     if found not in KINDS:
         raise CheckpointError(f"{path}: dcmp checkpoint metadata has no valid 'kind' (got {found!r})")
     _check_kind(path, found, kind)  # type: ignore[arg-type]
+    value_range = metadata.get("value_range")
+    if value_range is not None and parse_value_range(value_range) != NETWORK_BOUNDS:
+        raise ValueRangeError(path, value_range)
     try:
         kwargs = full_kwargs(found, json.loads(metadata.get("model_kwargs", "{}")))  # type: ignore[arg-type]
     except (json.JSONDecodeError, ValueError) as e:

@@ -3,8 +3,9 @@
 A config file (TOML, JSON, or YAML when PyYAML is installed) sets any of the fields of
 :class:`TrainConfig`, either flat (``lr_dehaze = 2e-4``) or grouped in the sections the
 resolved config is written with (``[optim] lr_dehaze = 2e-4``). Unknown keys are errors.
-Precedence: defaults < config file < command-line options. The resolved config is saved
-as ``config.json`` in the run folder; ``--resume`` reads it back.
+Precedence: defaults < config file < overrides (command-line options, or the mapping a
+Python caller gives): :func:`resolve_train_config` merges them the way `dcmp train` does.
+The resolved config is saved as ``config.json`` in the run folder; resuming reads it back.
 
 Defaults follow the authors' ``train.py`` and ``configs/indoor/DIACMPN-dehaze-Indoor.json``
 (the authors' recipe): batch 8 of 256×256 crops (edge decay 0.1, flips and 90° rotations), Adam
@@ -20,7 +21,7 @@ import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from dcmp_cli.models.registry import list_presets
 
@@ -29,7 +30,14 @@ CONFIG_SUFFIXES = {".toml", ".json", ".yaml", ".yml"}
 
 
 class ConfigError(ValueError):
-    """A config file or value is unusable; the message names the key and what is allowed."""
+    """A config file or value is unusable; the message names the key and what is allowed.
+
+    ``key``: the config key at fault, when there is one.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _f(default: Any, section: str, help: str, choices: tuple[str, ...] | None = None, minimum: float | None = None):
@@ -62,14 +70,21 @@ class TrainConfig:
     depth_source: str = _f(
         "auto", "depth",
         "Depth target of the clear image: auto (the dataset's depth/ folder if present, else the pair-derived "
-        "estimate; a --depth-teacher wins), folder, pair, or teacher.",
+        "estimate; a depth_teacher wins), folder, pair, or teacher.",
         ("auto", "folder", "pair", "teacher"),
     )
     depth_folder_convention: str = _f(
         "depth", "depth", "What the dataset's depth/ maps hold: depth (larger = farther, as `dcmp synth` writes) or "
         "disparity (larger = nearer).", ("depth", "disparity"),
     )
-    depth_teacher: str = _f("", "depth", "Depth teacher run on the clear crops: a torch.export .pt2, a TorchScript file, or a dcmp/authors' depth checkpoint.")
+    depth_teacher: str = _f(
+        "", "depth", "Depth teacher run on the clear crops: a dcmp/authors' depth checkpoint, or a torch.export .pt2 or "
+        "TorchScript program (these need trust_teacher_code).",
+    )
+    trust_teacher_code: bool = _f(
+        False, "depth", "Load a depth teacher that is a program (torch.export .pt2, TorchScript): such a file can run "
+        "arbitrary code on this machine when loaded. Only for files you trust; depth checkpoints never need it.",
+    )
     teacher_input: str = _f("network", "depth", "Exported/TorchScript teacher input range: network ([-1, 1]) or unit ([0, 1]).", ("network", "unit"))
     teacher_output: str = _f("disparity", "depth", "Exported/TorchScript teacher output: disparity (larger = nearer) or depth.", ("disparity", "depth"))
     depth_cache: bool = _f(True, "depth", "Cache pair-derived depth maps in RUN_DIR/cache (computed once per pair).")
@@ -103,7 +118,7 @@ class TrainConfig:
     weight_decay: float = _f(0.0, "optim", "Weight decay of both optimisers.", minimum=0)
     lr_min_ratio: float = _f(0.01, "optim", "Cosine schedule floor as a fraction of the learning rate (authors: 1e-2).", minimum=0)
     schedule_unit: str = _f(
-        "iteration", "optim", "Step the cosine schedule every iteration (smooth, works with --iters) or every epoch "
+        "iteration", "optim", "Step the cosine schedule every iteration (smooth, works with iters) or every epoch "
         "(the authors).", ("iteration", "epoch"),
     )
     grad_clip: float = _f(0.0, "optim", "Clip each network's gradient norm to this (0: off, as published).", minimum=0)
@@ -134,10 +149,20 @@ class TrainConfig:
     protocol: str = _f("dcmpnet", "log", "Validation PSNR/SSIM protocol (see `dcmp eval`).", ("dcmpnet", "dehazeformer"))
     tensorboard: bool = _f(True, "log", "Write TensorBoard logs to RUN_DIR/tensorboard when tensorboard is installed.")
 
+    def __post_init__(self) -> None:
+        """Checks every value (a ConfigError names the key); numbers given as ints become floats where needed."""
+        for key, value in _check_values(asdict(self)).items():
+            if value is not getattr(self, key):
+                object.__setattr__(self, key, value)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The config grouped by section (what ``config.json`` holds)."""
         flat = asdict(self)
         return {s: {f.name: flat[f.name] for f in fields(self) if f.metadata["section"] == s} for s in SECTIONS}
+
+    def flat(self) -> dict[str, Any]:
+        """Every field by name (no sections)."""
+        return asdict(self)
 
     def with_values(self, **values: Any) -> "TrainConfig":
         """A copy with ``values`` replaced (validated)."""
@@ -151,7 +176,7 @@ def _names() -> dict[str, Any]:
 def _unknown(key: str) -> ConfigError:
     close = difflib.get_close_matches(key, list(_names()), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else "; see configs/dcmpnet.toml for every key"
-    return ConfigError(f"unknown config key {key!r}{hint}")
+    return ConfigError(f"unknown config key {key!r}{hint}", key)
 
 
 def _check_values(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,26 +190,26 @@ def _check_values(values: Mapping[str, Any]) -> dict[str, Any]:
         kind = type(f.default)
         if kind is bool:
             if not isinstance(value, bool):
-                raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+                raise ConfigError(f"config key {key!r} must be true or false, got {value!r}", key)
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+                raise ConfigError(f"config key {key!r} must be an integer, got {value!r}", key)
         elif kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+                raise ConfigError(f"config key {key!r} must be a number, got {value!r}", key)
             value = float(value)
         elif kind is str:
             if isinstance(value, os.PathLike):
                 value = os.fspath(value)
             if not isinstance(value, str):
-                raise ConfigError(f"config key {key!r} must be a string, got {value!r}")
+                raise ConfigError(f"config key {key!r} must be a string, got {value!r}", key)
         choices, minimum = f.metadata["choices"], f.metadata["minimum"]
         if key == "preset":
             choices = tuple(list_presets())
         if choices and value not in choices:
-            raise ConfigError(f"config key {key!r} must be one of {', '.join(choices)}; got {value!r}")
+            raise ConfigError(f"config key {key!r} must be one of {', '.join(choices)}; got {value!r}", key)
         if minimum is not None and value < minimum:
-            raise ConfigError(f"config key {key!r} must be ≥ {minimum:g}, got {value!r}")
+            raise ConfigError(f"config key {key!r} must be ≥ {minimum:g}, got {value!r}", key)
         out[key] = value
     return out
 
@@ -198,11 +223,11 @@ def flatten(mapping: Mapping[str, Any]) -> dict[str, Any]:
                 raise ConfigError(f"unknown config section [{key}]; sections are {', '.join(SECTIONS)}")
             for inner, inner_value in value.items():
                 if inner in flat:
-                    raise ConfigError(f"config key {inner!r} is given twice")
+                    raise ConfigError(f"config key {inner!r} is given twice", inner)
                 flat[inner] = inner_value
         else:
             if key in flat:
-                raise ConfigError(f"config key {key!r} is given twice")
+                raise ConfigError(f"config key {key!r} is given twice", key)
             flat[key] = value
     return flat
 
@@ -241,18 +266,18 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return _check_values(flatten(data))
     except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+        raise ConfigError(f"{path}: {e}", e.key) from None
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
     """``key=value`` (``section.key=value`` also accepted) with a TOML value; bare words are strings."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set w_depth_weighted=2")
+        raise ConfigError(f"{text!r} is not an assignment: expected KEY=VALUE, e.g. w_depth_weighted=2")
     key, raw = (part.strip() for part in text.split("=", 1))
     if "." in key:
         section, key = key.split(".", 1)
         if section not in SECTIONS:
-            raise ConfigError(f"--set {text!r}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
+            raise ConfigError(f"{text!r}: unknown section {section!r}; sections are {', '.join(SECTIONS)}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -261,12 +286,49 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 
 def build_config(file: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """Defaults < ``file`` < ``overrides`` (options given on the command line; None values ignored)."""
-    values: dict[str, Any] = {}
-    if file is not None:
-        values.update(read_config_file(file))
-    values.update(_check_values({k: v for k, v in (overrides or {}).items() if v is not None}))
-    return TrainConfig(**values)
+    """Defaults < ``file`` < ``overrides`` (None values ignored); see :func:`resolve_train_config`."""
+    return resolve_train_config(file, overrides or {}).config
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A config and the values its user set (config file and overrides; not the defaults).
+
+    ``given`` matters when resuming: the saved run's recipe is kept, and only the given
+    values are checked against it (see :func:`dcmp_cli.training.run_folder.prepare_run`).
+    """
+
+    config: TrainConfig
+    given: Mapping[str, Any]
+
+
+def resolve_train_config(
+    config_file: str | os.PathLike | None,
+    overrides: Mapping[str, Any],
+    assignments: Iterable[str] = (),
+) -> ResolvedConfig:
+    """Merges defaults < ``config_file`` < ``overrides`` < ``assignments``, as `dcmp train` does.
+
+    ``overrides``: config keys to values (None: not given; ``os.PathLike`` values become
+    strings). ``assignments``: ``"key=value"`` strings with TOML values (see
+    :func:`parse_assignment`). Give ``epochs`` or ``iters``, not both (a given ``epochs``
+    clears an ``iters`` from the config file). Raises :class:`ConfigError`.
+
+    Example::
+
+        resolved = resolve_train_config("configs/tiny-cpu.toml", {"data": "pairs", "iters": 100})
+        train(resolved, "runs/tiny")
+    """
+    values = {k: v for k, v in overrides.items() if v is not None}
+    for assignment in assignments:
+        key, value = parse_assignment(assignment)
+        values[key] = value
+    if values.get("epochs") is not None and values.get("iters"):
+        raise ConfigError("give epochs or iters, not both (iters > 0 overrides epochs)", "iters")
+    if "epochs" in values:
+        values.setdefault("iters", 0)
+    given = {**(read_config_file(config_file) if config_file is not None else {}), **_check_values(values)}
+    return ResolvedConfig(TrainConfig(**given), given)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> TrainConfig:

@@ -10,7 +10,7 @@
 * :class:`EpochBatchSampler` draws one permutation per epoch from ``(seed, epoch)``,
   cuts it into global batches and gives each training process its slice of every
   batch, so a global batch is the same images whatever the number of processes; it can
-  start mid-epoch (``--resume``).
+  start mid-epoch (when a run resumes).
 
 Images leave this module as float32 tensors in [0, 1], (3, H, W); depth targets as
 (1, H, W) in [0, 1] in the disparity convention (larger = nearer, see
@@ -96,7 +96,7 @@ def check_pair(pair: Pair, patch_size: int, mode: str = "decode", require_depth:
     except (OSError, ValueError) as e:
         return f"{pair.hazy}: {e}"
     if min(height, width) < patch_size:
-        return f"{pair.hazy} is {width}×{height}, smaller than the {patch_size}-pixel training crop (lower --patch-size)"
+        return f"{pair.hazy} is {width}×{height}, smaller than the {patch_size}-pixel training crop (lower patch_size)"
     return None
 
 

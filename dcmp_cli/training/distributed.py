@@ -59,7 +59,7 @@ def setup(device_spec: str = "auto") -> DistContext:
         if local_rank >= torch.cuda.device_count():
             raise DeviceError(
                 f"process {rank} has LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s) are "
-                "visible; use --nproc_per_node ≤ the GPU count"
+                "visible; start at most one process per GPU on each machine"
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcmp_cli.core.value_range import from_network_range
 from dcmp_cli.models.dehaze_net import DehazeOutput
 from dcmp_cli.training.vgg import VGG19Features
 
@@ -78,7 +79,7 @@ class ContrastiveLoss(nn.Module):
     def forward(self, output: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
         """All (B, 3, H, W) in the network range (converted to [0, 1] if the extractor normalises)."""
         if self.vgg.imagenet_normalize:
-            output, positive, negative = ((x + 1.0) * 0.5 for x in (output, positive, negative))
+            output, positive, negative = (from_network_range(x, clamp=False) for x in (output, positive, negative))
         with torch.no_grad():
             pos_features = self.vgg(positive)
             neg_features = self.vgg(negative)

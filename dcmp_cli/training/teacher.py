@@ -1,16 +1,24 @@
 """A depth teacher: a pretrained model that gives the clear crops' depth targets.
 
 The authors took the targets from a monocular depth model run on the clear images
-(RA-Depth's disparity, not published with their code). ``--depth-teacher`` plays that
-role with a file the user gives:
+(RA-Depth's disparity, not published with their code). The config's ``depth_teacher``
+plays that role with a file the user gives:
 
 * a dcmp or authors' depth checkpoint (read by :func:`~dcmp_cli.core.checkpoint.read_checkpoint`,
-  input in [-1, 1], output convention from its metadata: the authors' are disparity);
+  tensors only, so always safe to load; input in [-1, 1], output convention from its
+  metadata: the authors' are disparity);
 * an exported program (``torch.export.save``, ``.pt2``) or a TorchScript file
   (``torch.jit.save``) taking (B, 3, H, W) and returning a (B, 1, h, w) or (B, h, w)
   map; its input range and output convention are config values (``teacher_input``,
-  ``teacher_output``). Both formats hold a graph and tensors, not pickled Python code.
-  Export with dynamic batch, height and width (``torch.export.Dim.DYNAMIC``).
+  ``teacher_output``). Export with dynamic batch, height and width
+  (``torch.export.Dim.DYNAMIC``).
+
+**Programs run code.** Loading an exported program unpickles whatever its archive marks
+as pickled (weights, constants, opaque objects) with PyTorch's unrestricted unpickler,
+and a TorchScript file is a program too: a crafted file runs arbitrary code as soon as
+it is loaded, whatever its name (the format is recognised from the archive, not the
+suffix). dcmp therefore loads these formats only with ``trust_code=True`` (config
+``trust_teacher_code``) and refuses them, before reading anything, otherwise.
 
 Targets are resized to the crop, turned into disparity (larger = nearer) and normalised
 per sample between the 1st and 99th percentiles to [0, 1].
@@ -19,14 +27,13 @@ per sample between the 1st and 99th percentiles to [0, 1].
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcmp_cli.core.checkpoint import CheckpointError, read_checkpoint
+from dcmp_cli.core.checkpoint import PROGRAM_WORDS, CheckpointError, program_kind, read_checkpoint
 from dcmp_cli.core.value_range import to_network_range
 
 #: Percentiles of the per-sample normalisation.
@@ -34,21 +41,15 @@ PERCENTILES = (0.01, 0.99)
 
 
 class TeacherError(ValueError):
-    """The depth teacher cannot be loaded or run."""
+    """The depth teacher cannot be loaded or run.
 
+    ``needs_trust``: the file is a program (torch.export or TorchScript) and was refused
+    because loading it was not trusted.
+    """
 
-def _archive_kind(path: Path) -> str | None:
-    """'export' (torch.export), 'torchscript', or None for anything else."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            parts = [name.split("/", 2) for name in archive.namelist()]
-    except (zipfile.BadZipFile, OSError):
-        return None
-    if any(p[1:2] == ["archive_format"] for p in parts):
-        return "export"
-    if any(p[1:2] == ["code"] for p in parts):
-        return "torchscript"
-    return None
+    def __init__(self, message: str, needs_trust: bool = False) -> None:
+        super().__init__(message)
+        self.needs_trust = needs_trust
 
 
 def normalise_per_sample(maps: torch.Tensor) -> torch.Tensor:
@@ -99,22 +100,47 @@ class DepthTeacher(nn.Module):
         return target if self.disparity_output else 1.0 - target
 
 
+def _first_line(error: Exception) -> str:
+    """The first line of an error, unless it carries PyTorch's advice about unsafe loading."""
+    text = str(error)
+    first = text.splitlines()[0].strip() if text else ""
+    if not first or "weights_only" in text:
+        return type(error).__name__
+    return first
+
+
 def load_teacher(
-    path: str | os.PathLike, device: torch.device, input_range: str = "network", output: str = "disparity"
+    path: str | os.PathLike,
+    device: torch.device,
+    input_range: str = "network",
+    output: str = "disparity",
+    trust_code: bool = False,
 ) -> DepthTeacher:
-    """Loads a TorchScript or checkpoint teacher onto ``device`` (see the module docstring)."""
+    """Loads a depth-checkpoint or program teacher onto ``device`` (see the module docstring).
+
+    ``trust_code``: allow exported and TorchScript programs, which can run arbitrary code
+    when loaded; without it they are refused with a :class:`TeacherError` whose
+    ``needs_trust`` is True, and nothing of the file is executed.
+    """
     path = Path(path)
     if not path.is_file():
         raise TeacherError(f"depth teacher not found: {path}")
-    kind = _archive_kind(path)
+    kind = program_kind(path)
     if kind is not None:
+        if not trust_code:
+            raise TeacherError(
+                f"refused to load the depth teacher {path}: it is {PROGRAM_WORDS[kind]}, which can run arbitrary "
+                "code when loaded, and loading it was not trusted (trust_teacher_code); give a depth checkpoint, "
+                "or trust the file only if you made it or trust who did",
+                needs_trust=True,
+            )
         try:
             if kind == "export":
                 model = torch.export.load(str(path)).module().to(device)
             else:
                 model = torch.jit.load(str(path), map_location=device)
-        except Exception as e:  # noqa: BLE001
-            raise TeacherError(f"cannot load the depth teacher {path}: {str(e).splitlines()[0]}") from None
+        except Exception as e:  # noqa: BLE001 - every failure becomes a one-line error
+            raise TeacherError(f"cannot load the depth teacher {path}: {_first_line(e)}") from None
         return DepthTeacher(model, input_range == "network", output == "disparity", str(path))
     try:
         checkpoint = read_checkpoint(path, kind="depth")

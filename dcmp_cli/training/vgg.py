@@ -2,8 +2,9 @@
 
 The layer list is torchvision's ``vgg19().features`` (same indices), cut after relu5_1,
 so its weights file — torchvision's ``vgg19-dcbb9e9d.pth``, keys ``features.N.weight``
-and ``features.N.bias`` — loads as it is (``weights_only=True``, or a safetensors file
-with the same keys). Nothing is downloaded: the user gives the file.
+and ``features.N.bias`` — loads as it is (read by
+:func:`~dcmp_cli.core.checkpoint.load_tensors_only`, like a safetensors file with the same
+keys). Nothing is downloaded: the user gives the file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Mapping
 
 import torch
 from torch import nn
+
+from dcmp_cli.core.checkpoint import CheckpointError, load_tensors_only
 
 #: torchvision's VGG19 configuration: conv widths, "M" = 2×2 max-pool.
 VGG19_LAYERS: tuple[int | str, ...] = (
@@ -50,6 +53,9 @@ class VGG19Features(nn.Module):
     ``imagenet_normalize``: inputs are [0, 1] images and are normalised with ImageNet
     statistics; otherwise inputs go in as they are (the authors feed [-1, 1] tensors).
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, imagenet_normalize: bool = False) -> None:
         super().__init__()
@@ -98,22 +104,14 @@ class VGG19Features(nn.Module):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A plain tensor dict from a ``.pth`` (weights_only) or ``.safetensors`` file."""
+    """A plain tensor dict from a ``torch.save`` or safetensors file (read without running code from it)."""
     path = Path(path)
     if not path.is_file():
         raise VGGWeightsError(f"VGG19 weights file not found: {path}")
-    if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # noqa: BLE001
-            raise VGGWeightsError(f"{path} is not a readable safetensors file ({e})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a one-line error
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VGGWeightsError(f"cannot load {path} as plain tensors (weights_only): {first}") from None
+        obj = load_tensors_only(path)
+    except CheckpointError as e:
+        raise VGGWeightsError(f"VGG19 weights: {e}") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -1,0 +1,68 @@
+"""Validation during training: mean PSNR/SSIM over the validation pairs, shared out over processes.
+
+Scores follow the evaluation protocol named in the config (see :mod:`dcmp_cli.metrics`),
+on whole images (or the centre crops :class:`~dcmp_cli.training.data.ValPairs` gives),
+so a run's numbers match `dcmp eval` on the same pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from dcmp_cli.core.predictor import DehazePredictor
+from dcmp_cli.metrics import Scores as ImageScores
+from dcmp_cli.metrics import score
+from dcmp_cli.training import distributed as D
+from dcmp_cli.training.data import ValPairs, shard
+
+
+@dataclass(frozen=True)
+class MeanScores:
+    """Mean PSNR (dB) and SSIM over ``images`` validation pairs, and the seconds it took."""
+
+    psnr: float
+    ssim: float
+    images: int
+    seconds: float
+
+
+def _mean(pairs: ValPairs, ctx: D.DistContext, scores: Callable[[dict[str, torch.Tensor]], ImageScores]) -> MeanScores:
+    """Every process scores its share of ``pairs``; the means are over all of them."""
+    start = time.perf_counter()
+    total = torch.zeros(3, dtype=torch.float64)
+    for i in shard(len(pairs), ctx.rank, ctx.world_size):
+        s = scores(pairs[i])
+        total += torch.tensor([s.psnr, s.ssim, 1.0], dtype=torch.float64)
+    D.all_reduce_sum(total, ctx)
+    count = int(total[2])
+    return MeanScores(float(total[0] / count), float(total[1] / count), count, time.perf_counter() - start)
+
+
+def hazy_scores(pairs: ValPairs, protocol: str, ctx: D.DistContext) -> MeanScores:
+    """The hazy inputs scored against their ground truth: where training starts from."""
+    return _mean(pairs, ctx, lambda sample: score(sample["hazy"], sample["clear"], protocol))  # type: ignore[arg-type]
+
+
+def network_scores(
+    model: nn.Module, pairs: ValPairs, protocol: str, ctx: D.DistContext, device: torch.device, precision: str
+) -> MeanScores:
+    """The dehazing network's outputs scored against the ground truth.
+
+    ``model`` is the training network itself, run in eval mode (``fast=False`` leaves its
+    layers as they are) and put back into training mode afterwards.
+    """
+    predictor = DehazePredictor(model, device, precision, fast=False)  # type: ignore[arg-type]
+
+    def scores(sample: dict[str, torch.Tensor]) -> ImageScores:
+        restored = predictor(sample["hazy"].unsqueeze(0))
+        return score(restored, sample["clear"].unsqueeze(0), protocol)  # type: ignore[arg-type]
+
+    try:
+        return _mean(pairs, ctx, scores)
+    finally:
+        model.train()
