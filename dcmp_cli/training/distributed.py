@@ -58,8 +58,9 @@ def setup(device_spec: str = "auto") -> DistContext:
     if requested.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise DeviceError(
+                "device", f"cuda:{local_rank}",
                 f"process {rank} has LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s) are "
-                "visible; start at most one process per GPU on each machine"
+                "visible; start at most one process per GPU on each machine",
             )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -67,7 +68,7 @@ def setup(device_spec: str = "auto") -> DistContext:
     elif requested.type == "cpu":
         device, backend = requested, "gloo"
     else:
-        raise DeviceError(f"multi-process training runs on CUDA (NCCL) or the CPU (Gloo), not {requested.type}")
+        raise DeviceError("device", requested.type, "multi-process training runs on CUDA (NCCL) or the CPU (Gloo)")
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=TIMEOUT)
     return DistContext(rank, world_size, local_rank, device, backend)

@@ -53,10 +53,10 @@ def network_scores(
 ) -> MeanScores:
     """The dehazing network's outputs scored against the ground truth.
 
-    ``model`` is the training network itself, run in eval mode (``fast=False`` leaves its
-    layers as they are) and put back into training mode afterwards.
+    ``model`` is the training network itself (no copy), run in eval mode (``fast=False``
+    leaves its layers as they are) and put back into training mode afterwards.
     """
-    predictor = DehazePredictor(model, device, precision, fast=False)  # type: ignore[arg-type]
+    predictor = DehazePredictor(model, device, precision, fast=False, copy=False)  # type: ignore[arg-type]
 
     def scores(sample: dict[str, torch.Tensor]) -> ImageScores:
         restored = predictor(sample["hazy"].unsqueeze(0))
