@@ -8,7 +8,7 @@ measured on the frames in memory, before video encoding, with the same
 :class:`~dcmp_cli.core.video.TemporalDehazer` that `dcmp video` uses.
 
 Clips:
-* ``synthetic``: :func:`dcmp_cli.data.video_io.hazy_clip` (32 frames, 128×96): a textured
+* ``synthetic``: :func:`dcmp_cli.data.video.testclips.hazy_clip` (32 frames, 128×96): a textured
   scene whose haze thickness sweeps 1.0 → 1.6 → 1.0 and jitters ±10 % per frame, two
   near-white vehicles crossing, panning 1 px per frame, sensor noise σ = 0.01;
 * ``real``: ../shared/data/video/dvp30_hazy_video.mp4 (158 frames of drifting smoke, one
@@ -39,7 +39,9 @@ from dcmp_cli.core.video import (
     TemporalOptions,
     flicker,
 )
-from dcmp_cli.data.video_io import FrameRange, hazy_clip, probe_video, read_frames
+from dcmp_cli.data.video.decode import FrameRange, read_frames
+from dcmp_cli.data.video.probe import probe_video
+from dcmp_cli.data.video.testclips import hazy_clip
 
 REAL_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "dvp30_hazy_video.mp4"
 

@@ -10,18 +10,16 @@ import time
 
 import numpy as np
 import pytest
-from test_video_io import audio_seconds, make_clip
+from video_clips import audio_seconds, make_clip, truncate
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.data.image_io import read_image, write_image
-from dcmp_cli.data.video_io import (
-    hazy_clip,
-    open_video_writer,
-    probe_video,
-    read_frames,
-)
+from dcmp_cli.data.video.decode import read_frames
+from dcmp_cli.data.video.encode import open_video_writer
+from dcmp_cli.data.video.probe import probe_video
+from dcmp_cli.data.video.testclips import hazy_clip
 
 runner = CliRunner()
 
@@ -132,7 +130,7 @@ def test_sigint_to_a_real_process_leaves_no_partial_output(tmp_path):
     source = tmp_path / "long.mp4"
     subprocess.run([sys.executable, "-c", (
         "import subprocess, sys\n"
-        "from dcmp_cli.data.video_io import ffmpeg_exe\n"
+        "from dcmp_cli.data.video.ffmpeg import ffmpeg_exe\n"
         f"subprocess.run([ffmpeg_exe(), '-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=30', "
         f"'-frames:v', '3000', '-c:v', 'libx264', '-preset', 'ultrafast', {str(source)!r}], check=True)"
     )], check=True)
@@ -228,3 +226,17 @@ def test_network_batches_give_the_same_video(tmp_path, tiny_dehaze_ckpt):
     assert tiled.exit_code == 0, tiled.output
     info = probe_video(tmp_path / "tiled.mp4")
     assert (info.frame_count, info.width, info.height) == (5, 48, 32)
+
+
+def test_truncated_video_keeps_the_readable_frames_says_so_and_exits_1(tmp_path):
+    whole = make_clip(tmp_path / "whole.mp4", frames=60, rate="30", extra=("-movflags", "+faststart"))
+    cut = truncate(whole, tmp_path / "cut.mp4")
+    result = runner.invoke(app, ["video", str(cut), str(tmp_path / "out.mp4"), "--method", "dcp"])
+    assert result.exit_code == 1, result.output
+    assert "of 60 frames" in result.output and "truncated" in result.output
+    written = probe_video(tmp_path / "out.mp4")
+    assert 0 < written.frame_count < 45
+    result, summary = run_json(str(cut), str(tmp_path / "again.mp4"), "--method", "dcp")
+    assert result.exit_code == 1
+    assert summary["videos"][0]["incomplete"] is True and summary["videos"][0]["expected_frames"] == 60
+    assert summary["counts"]["failed"] == 1

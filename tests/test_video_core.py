@@ -18,7 +18,7 @@ from dcmp_cli.core.temporal import (
     dehaze_stream,
 )
 from dcmp_cli.core.video import natural_key
-from dcmp_cli.data.video_io import hazy_clip
+from dcmp_cli.data.video.testclips import hazy_clip
 from dcmp_cli.models import create_model
 from dcmp_cli.models.global_stats import StatsPolicy
 
@@ -250,7 +250,8 @@ def test_natural_frame_order():
 def _real_clip_frames(count: int | None = None, size=(160, 90)) -> list[np.ndarray]:
     import cv2
 
-    from dcmp_cli.data.video_io import FrameRange, probe_video, read_frames
+    from dcmp_cli.data.video.decode import FrameRange, read_frames
+    from dcmp_cli.data.video.probe import probe_video
 
     info = probe_video(shared_path("data", "video", "dvp30_hazy_video.mp4"))
     return [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0

@@ -220,7 +220,9 @@ def video_cli(
     from dcmp_cli.core.loading import load_dehazer
     from dcmp_cli.core.temporal import TemporalOptions
     from dcmp_cli.core.video import FrameRangeOnFramesError, VideoPlanError, plan_video_job, run_video_plan
-    from dcmp_cli.data.video_io import EncodeOptions, FrameRange, VideoWriteError, check_encoder
+    from dcmp_cli.data.video.decode import FrameRange
+    from dcmp_cli.data.video.encode import EncodeOptions, check_encoder
+    from dcmp_cli.data.video.errors import VideoWriteError
 
     tiling = parse_tiling(tile, tile_overlap, max_memory)
     encode = EncodeOptions(codec=codec, crf=crf)
@@ -247,7 +249,8 @@ def video_cli(
         err_console().print(f"interrupted: {done}no partial output was left behind")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
-    single = plan.single
+    # A truncated video still gives the frames that could be read: reported (exit 1), not a usage error.
+    single = plan.single and not any(r.incomplete for r in ordered)
     if single and summary.failed and not json_out:
         fail(f"{input}: {summary.failed[0].reason}")
     if json_out:

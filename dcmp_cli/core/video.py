@@ -1,6 +1,6 @@
 """Dehazing videos and frame sequences: the streaming jobs.
 
-A video streams through ffmpeg one frame at a time (:mod:`dcmp_cli.data.video_io`):
+A video streams through ffmpeg one frame at a time (:mod:`dcmp_cli.data.video`):
 frames are decoded, dehazed by a :class:`~dcmp_cli.core.temporal.TemporalDehazer`
 (temporal smoothing and scene cuts, batches of ``batch`` frames), encoded and written
 to a hidden temporary file renamed at the end. A folder of frame images gives a folder
@@ -40,16 +40,11 @@ from dcmp_cli.data.image_io import (
     read_image,
     write_like,
 )
-from dcmp_cli.data.video_io import (
-    VIDEO_EXTENSIONS,
-    EncodeOptions,
-    FrameRange,
-    VideoError,
-    find_videos,
-    open_video_writer,
-    probe_video,
-    read_frames,
-)
+from dcmp_cli.data.video.decode import FrameRange, read_frames
+from dcmp_cli.data.video.encode import EncodeOptions, open_video_writer
+from dcmp_cli.data.video.errors import IncompleteVideoError, VideoError
+from dcmp_cli.data.video.files import VIDEO_EXTENSIONS, find_videos
+from dcmp_cli.data.video.probe import probe_video
 
 
 @dataclass
@@ -69,6 +64,9 @@ class VideoReport:
     scene_cuts: int = 0
     audio: str = "none"
     notes: list[str] = field(default_factory=list)
+    #: The source ended early (truncated): fewer frames than ``expected_frames`` were read.
+    incomplete: bool = False
+    expected_frames: int | None = None
 
     @property
     def frames_per_second(self) -> float:
@@ -96,6 +94,8 @@ class VideoReport:
             "scene_cuts": self.scene_cuts,
             "audio": self.audio,
             "notes": list(self.notes),
+            "incomplete": self.incomplete,
+            "expected_frames": self.expected_frames,
         }
 
 
@@ -109,10 +109,12 @@ def dehaze_video(
     progress: ProgressFn | None = None,
 ) -> VideoReport:
     """Dehazes the video ``source`` into ``target`` (written atomically, see
-    :func:`~dcmp_cli.data.video_io.open_video_writer`), frame by frame in bounded memory.
+    :func:`~dcmp_cli.data.video.encode.open_video_writer`), frame by frame in bounded memory.
 
     ``progress(done, total)`` is called after every frame (``total`` may be an estimate).
-    Raises :class:`~dcmp_cli.data.video_io.VideoError` for unreadable input.
+    Raises :class:`~dcmp_cli.data.video.errors.VideoError` for unreadable input. A file
+    that ends early (truncated) still gives a video of the frames that could be read; the
+    report then has ``incomplete`` set and a note saying how many frames are missing.
     """
     started = time.perf_counter()
     info = probe_video(source)
@@ -124,7 +126,8 @@ def dehaze_video(
     with open_video_writer(
         target, info.width, info.height, rate, encode, info, audio_start=frame_range.start, trim_audio=frame_range.trimmed
     ) as sink:
-        frames = ((None, frame.astype(np.float32) / 255.0) for frame in read_frames(info, frame_range))
+        reader = read_frames(info, frame_range)
+        frames = ((None, frame.astype(np.float32) / 255.0) for frame in reader)
         for _, frame, restored in dehaze_stream(frames, dehazer):
             pixels = quantize(restored, 8)
             sink.write(pixels)
@@ -132,10 +135,16 @@ def dehaze_video(
             if progress is not None:
                 progress(sink.frames, max(total, sink.frames))
         if sink.frames == 0:
-            raise VideoError("no frames in the selected range (check --start, --end, --max-frames)")
+            if reader.result is not None:
+                reader.result.raise_if_short()
+            raise VideoError("no frames in the selected range (check the start and end times and the frame limit)")
     report.frames = sink.result.frames
     report.audio = sink.result.audio
     report.notes = list(sink.result.notes)
+    if reader.result is not None and reader.result.short_read:
+        report.incomplete = True
+        report.expected_frames = reader.result.expected_frames
+        report.notes.append(reader.result.note or "frames are missing")
     report.flicker_input, report.flicker_output = meter.input, meter.output
     report.scene_cuts = dehazer.scene_cuts
     report.seconds = time.perf_counter() - started
@@ -158,7 +167,11 @@ def dehaze_video_files(
     reports: dict[Path, VideoReport] = {}
 
     def process(source: Path, target: Path, progress: ProgressFn) -> None:
-        reports[source] = dehaze_video(source, target, model, temporal, encode, frame_range, progress)
+        report = reports[source] = dehaze_video(source, target, model, temporal, encode, frame_range, progress)
+        if report.incomplete:  # the output of the readable frames is kept; the item counts as failed
+            note = report.notes[-1]
+            raise IncompleteVideoError(f"{note}; wrote the {report.frames} frames that could be read",
+                                       report.frames, report.expected_frames)
 
     summary = run_batch(jobs, process, overwrite=overwrite, events=events, ignored=ignored)
     for result in summary.results:
