@@ -32,12 +32,13 @@ from __future__ import annotations
 import errno
 import fnmatch
 import hashlib
-import stat
 import os
 import re
+import stat
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from dcmp_cli.data.image_io import IMAGE_EXTENSIONS
 
@@ -170,9 +171,9 @@ def _walk(
     key = _folder_key(root)
     if key is not None:
         walk.seen.add(key)
-    stack: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
-    while stack:
-        folder, rel = stack.pop()
+    queue: deque[tuple[Path, tuple[str, ...]]] = deque([(root, ())])
+    while queue:  # breadth first: the shallowest path to a folder is the one kept
+        folder, rel = queue.popleft()
         try:
             with os.scandir(folder) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
@@ -181,7 +182,7 @@ def _walk(
                 raise InputError(f"cannot read folder {root}: {_reason(e)}", root) from None
             walk.problems.append((folder, f"folder cannot be read ({_reason(e)}); its files were not looked at"))
             continue
-        for entry in reversed(entries):  # the stack pops in name order
+        for entry in entries:
             if entry.name.startswith("."):
                 continue
             path = Path(entry.path)
@@ -196,7 +197,7 @@ def _walk(
                     if sub_key in walk.seen or sub_key in walk.skip:
                         continue
                     walk.seen.add(sub_key)
-                    stack.append((path, (*rel, entry.name)))
+                    queue.append((path, (*rel, entry.name)))
                 elif entry.is_file():
                     walk.files.append(path)
                 elif entry.is_symlink():

@@ -41,7 +41,8 @@ colour shift an untagged or re-tagged output would show.
 
 **Layouts.** 16-bit grey with alpha is written as such to PNG (colour type 4, 16
 bits); 16-bit TIFF stores it as RGBA (no common reader handles 16-bit grey+alpha TIFF)
-and WebP/BMP as 8-bit RGBA. JPEG has no alpha channel: it is dropped. Multi-frame
+and WebP as 8-bit RGBA. JPEG and BMP (as read back by common decoders) have no alpha
+channel: it is dropped. Multi-frame
 files (animations, multi-page TIFF) are read at their first frame, with a note.
 """
 
@@ -60,7 +61,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, TiffImagePlugin, TiffTags, UnidentifiedImageError
+from PIL import Image, ImageFile, TiffImagePlugin, TiffTags, UnidentifiedImageError
 from PIL.ExifTags import IFD, Base
 
 from dcmp_cli.atomic import write_bytes_atomic
@@ -158,7 +159,7 @@ class LoadedImage:
 # ---------------------------------------------------------------------------- reading
 
 
-def _sixteen_bit_layout(im: Image.Image) -> str | None:
+def _sixteen_bit_layout(im: ImageFile.ImageFile) -> str | None:
     """'colour' or 'grey_alpha' for a 16-bit PNG/TIFF that Pillow would reduce to 8 bits, else None."""
     if im.mode not in ("RGB", "RGBA") or not im.tile:
         return None
@@ -255,16 +256,17 @@ def _reset_xmp_orientation(xmp: bytes) -> bytes:
     return _ORIENTATION_XMP.sub(rb"\g<1>1", xmp)
 
 
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """(type, payload) of every chunk of a PNG stream, in order (stops at IEND or truncation)."""
-    chunks, pos = [], 8
+def _png_text_payloads(data: bytes) -> list[tuple[bytes, bytes]]:
+    """(type, payload) of the tEXt/zTXt/iTXt chunks of a PNG stream, in order (others are skipped unread)."""
+    found, pos = [], 8
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunks.append((kind, data[pos + 8:pos + 8 + length]))
-        pos += 12 + length
-        if kind == b"IEND":
+        if kind in (b"tEXt", b"zTXt", b"iTXt"):
+            found.append((kind, data[pos + 8:pos + 8 + length]))
+        elif kind == b"IEND":
             break
-    return chunks
+        pos += 12 + length
+    return found
 
 
 def _inflate(payload: bytes) -> bytes | None:
@@ -306,11 +308,10 @@ def _decode_text_chunk(kind: bytes, payload: bytes) -> tuple[str, str] | None:
 def _png_text(data: bytes) -> dict[str, str]:
     """Every text chunk of a PNG stream (before and after the image data)."""
     text: dict[str, str] = {}
-    for kind, payload in _png_chunks(data):
-        if kind in (b"tEXt", b"zTXt", b"iTXt"):
-            decoded = _decode_text_chunk(kind, payload)
-            if decoded is not None:
-                text.setdefault(*decoded)
+    for kind, payload in _png_text_payloads(data):
+        decoded = _decode_text_chunk(kind, payload)
+        if decoded is not None:
+            text.setdefault(*decoded)
     return text
 
 
@@ -489,6 +490,16 @@ def _png_with_metadata(png: bytes, metadata: ImageMetadata, icc: bytes | None, e
     return png[:ihdr_end] + b"".join(extra) + png[ihdr_end:]
 
 
+def _cv2_png(pixels: np.ndarray) -> bytes:
+    """uint8/uint16 (H, W), (H, W, 3) RGB or (H, W, 4) RGBA -> PNG bytes through OpenCV (libpng)."""
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]  # RGB(A) -> BGR(A)
+    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(pixels))
+    if not ok:
+        raise ImageWriteError(f"OpenCV could not encode a {pixels.dtype.itemsize * 8}-bit PNG image")
+    return buffer.tobytes()
+
+
 def _encode_png_grey_alpha16(pixels: np.ndarray) -> bytes:
     """uint16 (H, W, 2) grey+alpha -> a 16-bit grey+alpha PNG (colour type 4).
 
@@ -499,30 +510,23 @@ def _encode_png_grey_alpha16(pixels: np.ndarray) -> bytes:
     """
     h, w = pixels.shape[:2]
     as_bytes = np.ascontiguousarray(pixels.astype(">u2")).view(np.uint8).reshape(h, w, 4)
-    out = io.BytesIO()
-    Image.fromarray(as_bytes).save(out, format="PNG")
-    png = out.getvalue()
+    png = _cv2_png(as_bytes)
     header = png[16:29]
     if png[12:16] != b"IHDR" or header[8:10] != b"\x08\x06":
-        raise ImageWriteError("unexpected PNG layout from Pillow for grey+alpha 16-bit data")
+        raise ImageWriteError("unexpected PNG layout from OpenCV for grey+alpha 16-bit data")
     fixed = header[:8] + b"\x10\x04" + header[10:]
     return png[:8] + _png_chunk(b"IHDR", fixed) + png[33:]
 
 
 def _encode_png(pixels: np.ndarray) -> bytes:
     """uint8/uint16 (H, W[, C]) grey, grey+alpha, RGB or RGBA -> PNG bytes without metadata."""
-    if pixels.dtype == np.uint8:
-        out = io.BytesIO()
-        Image.fromarray(pixels).save(out, format="PNG")  # L, LA, RGB or RGBA from the shape
-        return out.getvalue()
     if pixels.ndim == 3 and pixels.shape[2] == 2:
-        return _encode_png_grey_alpha16(pixels)
-    if pixels.ndim == 3:
-        pixels = pixels[:, :, [2, 1, 0, 3][: pixels.shape[2]]]  # RGB(A) -> BGR(A) for OpenCV
-    ok, buffer = cv2.imencode(".png", np.ascontiguousarray(pixels))
-    if not ok:
-        raise ImageWriteError("OpenCV could not encode a 16-bit PNG image")
-    return buffer.tobytes()
+        if pixels.dtype == np.uint16:
+            return _encode_png_grey_alpha16(pixels)
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, format="PNG")  # LA: OpenCV has no grey+alpha layout
+        return out.getvalue()
+    return _cv2_png(pixels)
 
 
 def _encode_tiff(pixels: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None) -> bytes:
@@ -538,7 +542,7 @@ def _encode_tiff(pixels: np.ndarray, exif: bytes | None, icc: bytes | None, xmp:
     differences = samples.copy()
     differences[:, 1:] = samples[:, 1:] - samples[:, :-1]  # unsigned wrap-around = TIFF predictor 2
     rows_per_strip = min(h, max(1, (1 << 20) // (w * channels * pixels.dtype.itemsize)))
-    strips = [zlib.compress(differences[y:y + rows_per_strip].tobytes(), 6) for y in range(0, h, rows_per_strip)]
+    strips = [zlib.compress(differences[y:y + rows_per_strip].tobytes(), 1) for y in range(0, h, rows_per_strip)]
 
     ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
     if exif is not None:
@@ -599,22 +603,24 @@ def encode_image(
 ) -> bytes:
     """Encodes float RGB (H, W, 3) in [0, 1] as a file of type ``ext`` ('.png', …).
 
-    Formats that cannot hold 16 bits (JPEG, WebP, BMP) get 8; JPEG drops the alpha
-    channel. ``metadata`` is written where the format holds it (see the module notes).
+    Formats that cannot hold 16 bits (JPEG, WebP, BMP) get 8; JPEG and BMP drop the
+    alpha channel. ``metadata`` is written where the format holds it (see the module notes).
     """
     ext = ext.lower()
     if ext not in _PIL_FORMATS:
-        raise ImageWriteError(f"cannot write {ext or 'files without extension'}; use one of {', '.join(IMAGE_EXTENSIONS)}")
+        raise ImageWriteError(
+            f"cannot write {ext or 'files without extension'}; use one of {', '.join(IMAGE_EXTENSIONS)}"
+        )
     if ext not in SIXTEEN_BIT_EXTENSIONS:
         bit_depth = 8
-    if ext in (".jpg", ".jpeg"):
+    if ext in (".jpg", ".jpeg", ".bmp"):
         alpha = None
     h, w = rgb.shape[:2]
     if alpha is not None and alpha.shape[:2] != (h, w):
         raise ImageWriteError(f"alpha channel is {alpha.shape[1]}×{alpha.shape[0]}, the image {w}×{h}")
     pixels = quantize(rgb @ LUMA_WEIGHTS if grey else rgb, bit_depth)
     if alpha is not None:
-        if grey and (ext in (".webp", ".bmp") or (bit_depth == 16 and ext != ".png")):
+        if grey and (ext == ".webp" or (bit_depth == 16 and ext != ".png")):
             # These writers have no grey+alpha layout: store grey as RGB beside the alpha.
             pixels = np.repeat(pixels[:, :, None], 3, axis=2)
         pixels = np.dstack([pixels, _rescale_alpha(alpha, bit_depth)])

@@ -14,10 +14,11 @@ training read without options)::
     OUT/depth/{stem}.png     16-bit depth as used (dcmp_cli.data.depth_io convention)
     OUT/manifest.csv, OUT/manifest.json   per hazy image: files, β, A, depth source
 
-Depth: given maps (``depth_dir``, matched by stem; ``.png``/``.tif``/``.tiff``/``.npy``,
-JPEG/WebP/BMP maps are refused with the reason: lossy or 8-bit) are min-max normalised; ``disparity`` maps (larger = nearer) are flipped linearly after
-normalising, as ``dcmp depth`` does. Maps of another size with the same aspect ratio
-(within 1 %) are resized bilinearly. Without ``depth_dir`` a *stand-in* is used: the
+Depth: given maps (``depth_dir``, matched by stem; ``.png``/``.tif``/``.tiff``/``.npy``;
+JPEG/WebP/BMP maps are refused with the reason: lossy or 8-bit) are min-max normalised;
+``disparity`` maps (larger = nearer) are flipped linearly after normalising, as
+``dcmp depth`` does. Maps of another size with the same aspect ratio (within 1 %) are
+resized bilinearly. Without ``depth_dir`` a *stand-in* is used: the
 vertical gradient of :func:`~dcmp_cli.data.haze.vertical_gradient_depth` (top row
 farthest, bottom row nearest) — a ground plane seen level, not an estimate of the scene.
 
