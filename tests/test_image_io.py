@@ -160,6 +160,14 @@ def test_exif_orientation_untouched_when_pixels_were_not_turned():
     assert "exif" not in _info_of(encode_like(no_exif.rgb, no_exif, ".png"))
 
 
+def test_damaged_exif_does_not_cost_the_image():
+    data = _save(_pixels(20, 30), "JPEG", exif=b"Exif\x00\x00II*\x00\xff\xff\x00\x00")
+    image = decode_image(data)
+    assert image.rgb.shape == (20, 30, 3) and image.metadata.exif is None
+    assert image.notes == ["its EXIF block is damaged; not kept"]
+    assert "exif" not in _info_of(encode_like(image.rgb, image, ".jpg"))
+
+
 def test_oversized_maker_note_is_left_out_of_jpeg_only():
     exif = Image.Exif()
     exif[Base.Make] = "Canon"

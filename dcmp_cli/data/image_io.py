@@ -100,6 +100,8 @@ _LAYOUT_TAGS = frozenset({
     34675,  # ICC profile (kept as ImageMetadata.icc_profile)
     37724,  # Photoshop layer data
 })
+#: What Pillow raises on EXIF blocks it cannot parse.
+_EXIF_ERRORS = (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error)
 _ORIENTATION_XMP = re.compile(rb"(tiff:Orientation(?:=\"|>))([0-9])")
 
 
@@ -240,7 +242,9 @@ def _read_exif(im: Image.Image, exif: Image.Exif, turned: bool) -> bytes | None:
             del exif[tag]
     if turned:
         exif[Base.Orientation] = 1
-    if is_tiff and not [t for t in exif if t not in (IFD.Exif, IFD.GPSInfo)] and not exif.get_ifd(IFD.Exif):
+    if not [t for t in exif if t not in (IFD.Exif, IFD.GPSInfo)] and not (
+        exif.get_ifd(IFD.Exif) or exif.get_ifd(IFD.GPSInfo)
+    ):
         return None
     return _exif_bytes(exif)
 
@@ -315,13 +319,18 @@ def _png_text(data: bytes) -> dict[str, str]:
     return text
 
 
-def _read_metadata(im: Image.Image, exif: Image.Exif, data: bytes, turned: bool) -> tuple[ImageMetadata, list[str]]:
+def _read_metadata(im: Image.Image, data: bytes) -> tuple[ImageMetadata, int, list[str]]:
+    """(metadata, EXIF orientation 1-8 to apply, notes) of an opened image file."""
     notes: list[str] = []
     try:
-        exif_block = _read_exif(im, exif, turned)
-    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error):
-        exif_block = None
-        notes.append("its EXIF block could not be read and is not kept")
+        exif = im.getexif()
+        orientation = exif.get(Base.Orientation, 1)
+        orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+        exif_block = _read_exif(im, exif, turned=orientation != 1)
+    except _EXIF_ERRORS:
+        orientation, exif_block = 1, None
+        notes.append("its EXIF block could not be read: not kept, orientation not applied")
+    turned = orientation != 1
     text = _png_text(data) if im.format == "PNG" else {}
     xmp = _as_bytes(text.pop(_XMP_PNG_KEY, None)) or _as_bytes(im.info.get("xmp"))
     if exif_block is not None:
@@ -330,10 +339,11 @@ def _read_metadata(im: Image.Image, exif: Image.Exif, data: bytes, turned: bool)
     if xmp is not None and turned:
         xmp = _reset_xmp_orientation(xmp)
     icc = im.info.get("icc_profile") or None
-    if icc is not None and im.mode == "CMYK":
-        notes.append("CMYK converted to RGB without colour management; its CMYK colour profile is not kept")
+    if im.mode == "CMYK":
+        dropped = "; its CMYK colour profile is not kept" if icc is not None else ""
+        notes.append(f"CMYK converted to RGB without colour management{dropped}")
         icc = None
-    return ImageMetadata(exif_block, icc, xmp, text), notes
+    return ImageMetadata(exif_block, icc, xmp, text), orientation, notes
 
 
 def read_image(path: str | os.PathLike) -> LoadedImage:
@@ -356,15 +366,13 @@ def decode_image(data: bytes) -> LoadedImage:
     if not data:
         raise ImageReadError("empty file")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:  # Pillow warns of damaged EXIF blocks
+            warnings.simplefilter("always")
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
-                layout = _sixteen_bit_layout(im)  # before getexif(), which may load
+                layout = _sixteen_bit_layout(im)  # before getexif(), which may load and change the tiles
                 frames = int(getattr(im, "n_frames", 1) or 1)
-                exif = im.getexif()
-                orientation = exif.get(Base.Orientation, 1)
-                orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
-                metadata, notes = _read_metadata(im, exif, data, turned=orientation != 1)
+                metadata, orientation, notes = _read_metadata(im, data)
                 if layout is not None:
                     array = _decode_16bit(data, layout)
                 else:
@@ -380,6 +388,8 @@ def decode_image(data: bytes) -> LoadedImage:
         raise ImageReadError(f"corrupt or truncated image ({e})") from None
     if frames > 1:
         notes.insert(0, f"only the first of its {frames} frames or pages was used")
+    if any("EXIF" in str(w.message) for w in caught):
+        notes.append(f"its EXIF block is damaged; {'what could be read is kept' if metadata.exif else 'not kept'}")
     loaded = _to_loaded(_orient(array, orientation))
     loaded.metadata, loaded.frames, loaded.notes = metadata, frames, notes
     return loaded
@@ -437,7 +447,7 @@ def _exif_for_output(exif: bytes, width: int, height: int) -> bytes | None:
                 if tag in sub:
                     sub[tag] = value
         return _exif_bytes(block)
-    except (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error):
+    except _EXIF_ERRORS:
         return None
 
 
