@@ -5,7 +5,7 @@ needed to write a result back in the same form: the bit depth (8 or 16), whether
 file was greyscale, the alpha channel untouched, and the file's metadata
 (:class:`ImageMetadata`). EXIF orientation is applied to the pixels. Pillow decodes
 (it refuses truncated files instead of filling them with grey); OpenCV decodes 16-bit
-colour PNG/TIFF, which Pillow reduces to 8 bits.
+colour and grey+alpha PNG/TIFF, which Pillow reduces to 8 bits.
 
 :func:`encode_like` / :func:`write_like` write a result in its input's form: bit depth,
 greyscale or colour, alpha, metadata. :func:`encode_image` / :func:`write_image` take
@@ -25,7 +25,8 @@ atomically.
 * XMP (JPEG, PNG ``iTXt``, WebP, TIFF), with ``tiff:Orientation`` set to 1 when the
   pixels were turned. JPEG holds at most ~64 KB of XMP and of EXIF; larger blocks are
   left out (the maker note first, for EXIF).
-* PNG text chunks (``tEXt``/``zTXt``/``iTXt``), PNG to PNG only.
+* PNG text chunks (``tEXt``/``zTXt``/``iTXt``, wherever they sit), PNG to PNG only;
+  an ``iTXt`` chunk's language tag is not kept.
 
 BMP holds none of these. Other ancillary data (PNG ``gAMA``/``cHRM``, JPEG comments,
 resolution) is not carried over.
@@ -36,14 +37,14 @@ profile. A Display-P3 or Adobe RGB photo therefore comes out in Display-P3 or Ad
 RGB, tagged as such, and displays with its colours; nothing is converted (a conversion
 to sRGB would clip wide-gamut colours and cost precision, and a dehazer has no need of
 a common space). The networks were trained on sRGB images, so on wide-gamut files they
-see slightly different values than in training; on haze this matters far less than the
-colour shift an untagged or re-tagged output would show.
+see values encoded differently than in training (not measured here).
 
 **Layouts.** 16-bit grey with alpha is written as such to PNG (colour type 4, 16
 bits); 16-bit TIFF stores it as RGBA (no common reader handles 16-bit grey+alpha TIFF)
 and WebP as 8-bit RGBA. JPEG and BMP (as read back by common decoders) have no alpha
-channel: it is dropped. Multi-frame
-files (animations, multi-page TIFF) are read at their first frame, with a note.
+channel: it is dropped. TIFF is written with Deflate compression and the horizontal
+predictor. Multi-frame files (animations, multi-page TIFF) are read at their first
+frame, with a note (:attr:`LoadedImage.notes`).
 """
 
 from __future__ import annotations
