@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dcmp_cli.data.depth_io import DEPTH_EXTENSIONS
 from dcmp_cli.data.image_io import IMAGE_EXTENSIONS, read_image
 
 HAZY_DIRS = ("hazy", "haze", "Hazy", "HAZY", "hazy_images", "input", "inputs", "IN")
 CLEAR_DIRS = ("GT", "gt", "clear", "Clear", "CLEAR", "clean", "target", "targets", "GT_images")
 DEPTH_DIRS = ("depth", "Depth", "depths")
-DEPTH_EXTENSIONS = (".png", ".tif", ".tiff", ".npy")
 #: Original SOTS-indoor: clear (640, 480) with a white border around hazy (620, 460).
 SOTS_BORDER = 10
 
@@ -136,9 +136,11 @@ def discover_pairs(root: str | os.PathLike) -> PairedDataset:
         raise DatasetError(f"no clear images in {clear_dir}")
     clear_by_stem = _index_by_stem(clear_files)
     depth_dir = _find_dir(root, DEPTH_DIRS)
-    depth_by_stem = (
-        {p.stem: p for p in sorted(depth_dir.iterdir()) if p.suffix.lower() in DEPTH_EXTENSIONS} if depth_dir else {}
-    )
+    depth_by_stem: dict[str, Path] = {}
+    if depth_dir:  # one map per stem, preferring extensions in DEPTH_EXTENSIONS order
+        maps = [p for p in depth_dir.iterdir() if p.suffix.lower() in DEPTH_EXTENSIONS]
+        for p in sorted(maps, key=lambda p: (DEPTH_EXTENSIONS.index(p.suffix.lower()), p.name)):
+            depth_by_stem.setdefault(p.stem, p)
     pairs, unmatched = [], []
     for hazy in hazy_files:
         match = match_clear(hazy, clear_by_stem)

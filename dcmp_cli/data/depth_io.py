@@ -25,7 +25,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from dcmp_cli.atomic import write_bytes_atomic
-from dcmp_cli.data.image_io import encode_image
+from dcmp_cli.data.image_io import ImageWriteError, encode_image
 
 CONVENTION_TEXT = "relative depth, per-image min-max normalised, 0 = nearest, 1 = farthest"
 COLORMAPS = {
@@ -37,6 +37,7 @@ COLORMAPS = {
     "jet": cv2.COLORMAP_JET,
     "gray": -1,
 }
+#: Extensions of depth maps dcmp reads and writes, in order of preference when several share a stem.
 DEPTH_EXTENSIONS = (".png", ".npy", ".tif", ".tiff")
 
 
@@ -84,9 +85,9 @@ def encode_depth(depth: np.ndarray, ext: str, raw_range: tuple[float, float], co
         ok, buffer = cv2.imencode(ext, pixels)
         if ok:
             return buffer.tobytes()
-    raise ValueError(
+    raise ImageWriteError(
         f"cannot write depth as {ext or 'a file without extension'}; use .png, .tif or .npy "
-        "(or any image extension with --colormap)"
+        "(or any image extension for a colour-mapped preview)"
     )
 
 

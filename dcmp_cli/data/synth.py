@@ -14,10 +14,11 @@ training read without options)::
     OUT/depth/{stem}.png     16-bit depth as used (dcmp_cli.data.depth_io convention)
     OUT/manifest.csv, OUT/manifest.json   per hazy image: files, β, A, depth source
 
-Depth: given maps (``depth_dir``, matched by stem; ``.png``/``.tif``/``.tiff``/``.npy``)
-are min-max normalised; ``disparity`` maps (larger = nearer) are flipped linearly after
-normalising, as ``dcmp depth`` does. Maps of another size with the same aspect ratio
-(within 1 %) are resized bilinearly. Without ``depth_dir`` a *stand-in* is used: the
+Depth: given maps (``depth_dir``, matched by stem; ``.png``/``.tif``/``.tiff``/``.npy``;
+JPEG/WebP/BMP maps are refused with the reason: lossy or 8-bit) are min-max normalised;
+``disparity`` maps (larger = nearer) are flipped linearly after normalising, as
+``dcmp depth`` does. Maps of another size with the same aspect ratio (within 1 %) are
+resized bilinearly. Without ``depth_dir`` a *stand-in* is used: the
 vertical gradient of :func:`~dcmp_cli.data.haze.vertical_gradient_depth` (top row
 farthest, bottom row nearest) — a ground plane seen level, not an estimate of the scene.
 
@@ -41,11 +42,21 @@ import numpy as np
 
 from dcmp_cli import __version__
 from dcmp_cli.atomic import write_bytes_atomic
-from dcmp_cli.events import SynthEvents
-from dcmp_cli.data.datasets import DEPTH_EXTENSIONS, read_depth_map
-from dcmp_cli.data.depth_io import CONVENTION_TEXT, normalise_depth, write_depth
+from dcmp_cli.data.datasets import read_depth_map
+from dcmp_cli.data.depth_io import (
+    CONVENTION_TEXT,
+    DEPTH_EXTENSIONS,
+    normalise_depth,
+    write_depth,
+)
 from dcmp_cli.data.haze import add_haze, vertical_gradient_depth
-from dcmp_cli.data.image_io import IMAGE_EXTENSIONS, ImageReadError, read_image, write_image
+from dcmp_cli.data.image_io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    read_image,
+    write_image,
+)
+from dcmp_cli.events import SynthEvents
 
 DepthKind = Literal["depth", "disparity"]
 DEPTH_KINDS: tuple[DepthKind, ...] = ("depth", "disparity")
@@ -61,6 +72,25 @@ SCATTERING_MODEL = "I = J*t + A*(1 - t), t = exp(-beta * d), d: relative depth i
 
 class SynthError(ValueError):
     """Unusable synthesis settings or output folder; the message says what to do."""
+
+
+class NothingSynthesizedError(SynthError):
+    """No hazy image could be made; ``failures``: why, per clear image. No manifest is written."""
+
+    def __init__(self, failures: Sequence[SynthFailure]) -> None:
+        first = f" (first: {failures[0].reason})" if failures else ""
+        super().__init__(f"nothing was synthesised: all {len(failures)} image(s) failed{first}; no manifest written")
+        self.failures = list(failures)
+
+
+#: Why depth maps of these types are refused (they are images, but not usable depth).
+REJECTED_DEPTH_TYPES = {
+    ".jpg": "JPEG is lossy and 8-bit: its compression artefacts and 256 levels turn into blocky, banded haze",
+    ".jpeg": "JPEG is lossy and 8-bit: its compression artefacts and 256 levels turn into blocky, banded haze",
+    ".webp": "WebP is 8-bit and usually lossy",
+    ".bmp": "BMP is 8-bit: 256 depth levels turn into banded haze",
+}
+_DEPTH_ADVICE = "save depth maps as 16-bit .png or .tif, or as .npy"
 
 
 @dataclass(frozen=True)
@@ -167,6 +197,29 @@ def find_depth_file(stem: str, depth_dir: Path) -> Path | None:
     return None
 
 
+def _missing_depth_reason(source: Path, depth_dir: Path) -> str:
+    """Why ``source`` has no usable depth map: none at all, or one of a refused type (and why)."""
+    for ext, why in REJECTED_DEPTH_TYPES.items():
+        for candidate in (depth_dir / f"{source.stem}{ext}", depth_dir / f"{source.stem}{ext.upper()}"):
+            if candidate.is_file():
+                return f"depth map {candidate} is not accepted: {why}; {_DEPTH_ADVICE}"
+    return f"no depth map for {source.name} in {depth_dir} (looked for {source.stem}.png/.tif/.npy)"
+
+
+def check_depth_dir(depth_dir: Path) -> None:
+    """Refuses a depth folder that holds refused map types (JPEG …) and no usable ones, before any work."""
+    files = [p for p in depth_dir.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if any(p.suffix.lower() in DEPTH_EXTENSIONS for p in files):
+        return
+    refused = sorted(p for p in files if p.suffix.lower() in REJECTED_DEPTH_TYPES)
+    if refused:
+        why = REJECTED_DEPTH_TYPES[refused[0].suffix.lower()]
+        raise SynthError(
+            f"{depth_dir} holds {len(refused)} depth map(s) of a refused type (e.g. {refused[0].name}) and none "
+            f"in {'/'.join(DEPTH_EXTENSIONS)}: {why}; {_DEPTH_ADVICE}"
+        )
+
+
 def load_given_depth(path: Path, kind: DepthKind, size: tuple[int, int]) -> tuple[np.ndarray, float, float]:
     """A depth/disparity map file -> ([0, 1] depth (H, W) with 0 = nearest, raw min, raw max) at ``size`` (H, W)."""
     try:
@@ -229,7 +282,9 @@ def synthesize(
 ) -> SynthReport:
     """Writes GT/, depth/ and hazy/ for ``clear_files`` into ``out_dir`` (see the module docstring).
 
-    Unreadable images or depth maps are recorded as failures and skipped. Call
+    Unreadable images or depth maps are recorded as failures and skipped; when no image
+    at all could be made, :class:`NothingSynthesizedError` is raised. A depth folder with
+    only refused map types (JPEG …) is refused before any work. Call
     :func:`write_manifest` afterwards (the CLI does).
     """
     config.check()
@@ -237,6 +292,8 @@ def synthesize(
     clear_files = sorted(clear_files, key=lambda p: p.name)
     _plan(clear_files, config.per_image)
     depth_dir = Path(config.depth_dir) if config.depth_dir else None
+    if depth_dir is not None:
+        check_depth_dir(depth_dir)
     depth_inputs = [p for p in depth_dir.iterdir() if p.is_file()] if depth_dir else []
     check_output_dir(out_dir, [*clear_files, *depth_inputs], overwrite)
     events = events or SynthEvents()
@@ -253,6 +310,8 @@ def synthesize(
             continue
         report.records.extend(records)
         events.image_finished(source, len(records), None)
+    if clear_files and not report.records:
+        raise NothingSynthesizedError(report.failures)
     written = {r.hazy for r in report.records}
     hazy_folder = out_dir / HAZY_DIR
     if hazy_folder.is_dir():
@@ -272,7 +331,7 @@ def _synthesize_one(source: Path, out_dir: Path, config: SynthConfig, depth_dir:
     if depth_dir is not None:
         depth_file = find_depth_file(source.stem, depth_dir)
         if depth_file is None:
-            raise SynthError(f"no depth map for {source.name} in {depth_dir} (looked for {source.stem}.png/.tif/.npy)")
+            raise SynthError(_missing_depth_reason(source, depth_dir))
         depth, lo, hi = load_given_depth(depth_file, config.depth_kind, (h, w))
         depth_source, depth_name = GIVEN, str(depth_file)
     else:
@@ -292,7 +351,12 @@ def _synthesize_one(source: Path, out_dir: Path, config: SynthConfig, depth_dir:
 
 
 def write_manifest(report: SynthReport) -> tuple[Path, Path]:
-    """Writes manifest.csv (one row per hazy image) and manifest.json (settings + rows), atomically."""
+    """Writes manifest.csv (one row per hazy image) and manifest.json (settings + rows), atomically.
+
+    Raises :class:`NothingSynthesizedError` for a report without hazy images (no empty manifests).
+    """
+    if not report.records:
+        raise NothingSynthesizedError(report.failures)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     writer.writeheader()
