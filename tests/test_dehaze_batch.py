@@ -117,10 +117,52 @@ def test_output_into_the_input_folder_never_overwrites_inputs(tmp_path):
     write_image(src / "a.png", _hazy(32, 32))
     original = (src / "a.png").read_bytes()
     result = runner.invoke(app, ["dehaze", str(src), str(src), "--method", "dcp", "--overwrite"])
-    assert result.exit_code == 1 and "refusing to overwrite" in result.output
+    assert result.exit_code == 2 and "which is an input file" in result.output
     assert (src / "a.png").read_bytes() == original
     ok = runner.invoke(app, ["dehaze", str(src), str(src), "--method", "dcp", "--suffix", "_dehazed"])
     assert ok.exit_code == 0 and (src / "a_dehazed.png").is_file()
+    again = runner.invoke(app, ["dehaze", str(src), str(src), "--method", "dcp", "--suffix", "_dehazed", "--json"])
+    assert again.exit_code == 0, again.output  # an in-place re-run resumes: its own outputs are not inputs
+    summary = json.loads(again.stdout)
+    assert summary["counts"] == {"done": 0, "skipped": 1, "failed": 0, "ignored": 0}
+    assert sorted(p.name for p in src.iterdir()) == ["a.png", "a_dehazed.png"]
+
+
+def test_no_shard_may_overwrite_an_input_of_another_shard(tmp_path):
+    src = tmp_path / "same"
+    src.mkdir()
+    write_image(src / "c.png", _hazy(32, 32))
+    write_image(src / "c.jpg", _hazy(32, 32, seed=1))
+    original = (src / "c.png").read_bytes()
+    for k in (1, 2):
+        result = runner.invoke(app, ["dehaze", str(src), str(src), "--ext", "png", "--overwrite", "--shard", f"{k}/2",
+                                     "--method", "dcp"])
+        assert result.exit_code == 2, result.output
+    assert (src / "c.png").read_bytes() == original
+
+
+def test_two_inputs_with_one_output_name_are_refused_before_any_work(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    write_image(src / "x.jpg", _hazy(32, 32))
+    write_image(src / "x.png", _hazy(32, 32, seed=1))
+    result = runner.invoke(app, ["dehaze", str(src), str(tmp_path / "out"), "--ext", "png", "--method", "dcp"])
+    assert result.exit_code == 2 and "x.jpg" in result.output and "x.png" in result.output
+    assert not (tmp_path / "out").exists()
+    depth = runner.invoke(app, ["depth", str(src), str(tmp_path / "depth"), "--method", "dcp"])
+    assert depth.exit_code == 2 and "x.jpg" in depth.output and not (tmp_path / "depth").exists()
+
+
+def test_output_folder_inside_the_input_folder_is_never_read_back(tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    write_image(src / "a.png", _hazy(32, 32))
+    write_image(src / "sub" / "b.png", _hazy(32, 32, seed=1))
+    for _ in range(2):
+        result = runner.invoke(app, ["dehaze", str(src), str(src / "out"), "-r", "--method", "dcp"])
+        assert result.exit_code == 0, result.output
+    produced = sorted(p.relative_to(src / "out").as_posix() for p in (src / "out").rglob("*") if p.is_file())
+    assert produced == ["a.png", "sub/b.png"]
 
 
 def test_recursive_mirrors_subfolders_and_globs_work(tmp_path):

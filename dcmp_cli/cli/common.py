@@ -142,10 +142,16 @@ def library_errors() -> Iterator[None]:
     from dcmp_cli.core.device import DeviceError
     from dcmp_cli.core.loading import MethodError, WeightsRequired
     from dcmp_cli.core.weights import WeightsNotFound
-    from dcmp_cli.data.files import InputError
+    from dcmp_cli.data.files import InputError, NoImagesError, PlanError, ShardError
 
     try:
         yield
+    except NoImagesError as e:
+        fail(str(e) if e.recursive else f"{e}: add --recursive to look in sub-folders")
+    except ShardError as e:
+        fail(f"--shard: {e}")
+    except PlanError as e:
+        fail(str(e))
     except WeightsRequired as e:
         fail(missing_weights_message(e.kind))
     except DeviceError as e:
@@ -268,6 +274,9 @@ def render_summary(summary: BatchSummary, title: str) -> None:
     console.print(table)
     for result in summary.failed:
         console.print(f"[red]failed[/] {result.input}: {result.reason}", soft_wrap=True)
+    for result in summary.results:
+        for line in result.notes:
+            console.print(f"[yellow]note[/] {result.input}: {line}", soft_wrap=True)
     ignored = [r.input.name for r in summary.results if r.status == "ignored"]
     if ignored:
         shown = ", ".join(ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")

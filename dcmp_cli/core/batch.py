@@ -32,12 +32,14 @@ class Stages:
     """A job split for pipelining: ``load(source)`` → ``compute(data, progress)`` → ``save(result, target)``.
 
     ``load`` and ``save`` run in background threads (I/O, decoding, encoding); ``compute``
-    runs in the calling thread.
+    runs in the calling thread. ``notes(data)``, if given, lists what loading noticed
+    (reported with the item).
     """
 
     load: Callable[[Path], Any]
     compute: Callable[[Any, ProgressFn], Any]
     save: Callable[[Any, Path], None]
+    notes: Callable[[Any], list[str]] | None = None
 
 
 @dataclass
@@ -49,6 +51,7 @@ class ItemResult:
     status: Status
     seconds: float = 0.0
     reason: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {
@@ -57,6 +60,7 @@ class ItemResult:
             "status": self.status,
             "seconds": round(self.seconds, 4),
             "reason": self.reason,
+            "notes": list(self.notes),
         }
 
 
@@ -122,10 +126,12 @@ def run_batch(
     overwrite: bool = False,
     events: BatchEvents | None = None,
     ignored: list[Path] | None = None,
+    problems: list[tuple[Path, str]] | None = None,
 ) -> BatchSummary:
     """Runs every (source, output) job: ``work(source, output, progress)`` or pipelined :class:`Stages`.
 
-    ``ignored`` files are listed in the summary as such. Exceptions from the work mark
+    ``ignored`` files are listed in the summary as such; ``problems`` (paths that could not
+    be read while finding the inputs, with why) as failed items. Exceptions from the work mark
     the item failed (KeyboardInterrupt and SystemExit still stop the batch). Results
     keep the order of ``jobs``.
     """
@@ -146,9 +152,11 @@ def run_batch(
         events.item_started(source)
         events.item_finished(results[i])
 
+    item_notes: dict[int, list[str]] = {}
+
     def finish(i: int, status: Status, seconds: float, reason: str | None = None) -> None:
         source, output = jobs[i]
-        results[i] = ItemResult(source, output, status, seconds, reason)
+        results[i] = ItemResult(source, output, status, seconds, reason, item_notes.get(i, []))
         events.item_finished(results[i])
 
     def load(i: int) -> tuple[Any, float]:
@@ -165,6 +173,8 @@ def run_batch(
             current, next_load = next_load, (loader.submit(load, todo[position + 1]) if position + 1 < len(todo) else None)
             try:
                 data, load_seconds = current.result()
+                if stages.notes is not None:
+                    item_notes[i] = stages.notes(data)
                 remove_stale_temporaries(output)
                 result, compute_seconds = _timed(stages.compute, data, events.item_progress)
             except Exception as error:  # noqa: BLE001 - a bad file must not stop the batch
@@ -176,7 +186,8 @@ def run_batch(
         for pending in saves:
             _finish_save(pending, finish)
     skipped_files = [ItemResult(p, None, "ignored", reason="not an image file") for p in ignored or []]
-    return BatchSummary(skipped_files + [results[i] for i in range(len(jobs))])
+    unreadable = [ItemResult(p, None, "failed", reason=why) for p, why in problems or []]
+    return BatchSummary(skipped_files + unreadable + [results[i] for i in range(len(jobs))])
 
 
 def _finish_save(pending: tuple[int, Future, float], finish: Callable[..., None]) -> None:

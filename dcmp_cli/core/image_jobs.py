@@ -21,10 +21,11 @@ from dcmp_cli.core.depth import DepthEstimate, DepthEstimator
 from dcmp_cli.core.image_model import Dehazer, ProgressFn
 from dcmp_cli.data.depth_io import colorize
 from dcmp_cli.data.depth_io import encode_depth as encode_depth_map
-from dcmp_cli.data.files import InputSet, collect_inputs, in_shard, output_path, parse_shard
+from dcmp_cli.data.files import InputSet, OutputNaming, collect_inputs, in_shard, parse_shard, plan_outputs
 from dcmp_cli.data.image_io import (
     LoadedImage,
     encode_image,
+    encode_like,
     image_to_tensor,
     read_image,
     tensor_to_image,
@@ -64,7 +65,8 @@ class DepthOutputOptions:
 
 @dataclass
 class ImageJobs:
-    """The inputs of a batch and the output each one gets (``jobs``: (source, target))."""
+    """The inputs of a batch and the output each one gets (``jobs``: (source, target), this
+    shard's only). ``inputs.problems`` lists unreadable folders and broken links."""
 
     inputs: InputSet
     jobs: list[tuple[Path, Path]] = field(default_factory=list)
@@ -93,16 +95,27 @@ def plan_image_jobs(
 ) -> ImageJobs:
     """Finds the images of INPUT (file, folder, glob) and names each one's output below OUTPUT.
 
-    ``shard`` ("K/N" or (K, N)) keeps a deterministic share of the inputs (by a hash of
-    each path relative to INPUT). Raises :class:`~dcmp_cli.data.files.InputError`.
+    Outputs of this command never become inputs (OUTPUT inside INPUT, earlier in-place
+    results), and the plan is refused before any work when two inputs would write one
+    output or an output would replace any file of INPUT, whatever the shard
+    (:func:`~dcmp_cli.data.files.plan_outputs`). ``shard`` ("K/N" or (K, N)) then keeps
+    a deterministic share of the jobs (by a hash of each path relative to INPUT).
+    Raises :class:`~dcmp_cli.data.files.InputError` or :class:`~dcmp_cli.data.files.PlanError`.
     """
-    inputs = collect_inputs(input, recursive)
-    if shard is not None:
-        k, n = parse_shard(shard) if isinstance(shard, str) else shard
-        inputs.files = [p for p in inputs.files if in_shard(p, inputs.root, k, n)]
+    k, n = (parse_shard(shard) if isinstance(shard, str) else shard) if shard is not None else (1, 1)
+    naming = OutputNaming(Path(output), _ext(ext), suffix)
+    inputs = collect_inputs(input, recursive, outputs=naming)
+    jobs = plan_outputs(inputs, naming)
+    if n > 1:
+        jobs = [(source, target) for source, target in jobs if in_shard(source, inputs.root, k, n)]
         inputs.ignored = [p for p in inputs.ignored if in_shard(p, inputs.root, k, n)]
-    target = Path(output)
-    return ImageJobs(inputs, [(source, output_path(source, inputs, target, _ext(ext), suffix)) for source in inputs.files])
+        inputs.problems = [(p, why) for p, why in inputs.problems if in_shard(p, inputs.root, k, n)]
+    return ImageJobs(inputs, jobs)
+
+
+def _image_notes(image: LoadedImage) -> list[str]:
+    """What reading an image noticed (e.g. only the first frame of an animation is used)."""
+    return list(image.notes)
 
 
 # ----------------------------------------------------------------------------- dehazing
@@ -110,33 +123,24 @@ def plan_image_jobs(
 
 def dehaze_image(
     image: LoadedImage, model: Dehazer, progress: ProgressFn | None = None, side_by_side: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """(restored RGB (H, W[·2], 3) in [0, 1], alpha to write) for a decoded image."""
+) -> np.ndarray:
+    """Restored RGB (H, W, 3) in [0, 1] of a decoded image; (H, W·2, 3) input | result with ``side_by_side``."""
     check_size(image)
     restored = tensor_to_image(model.run(image_to_tensor(image.rgb), progress=progress))
-    alpha = image.alpha
-    if side_by_side:
-        restored = np.concatenate([image.rgb, restored], axis=1)
-        alpha = None if alpha is None else np.concatenate([alpha, alpha], axis=1)
-    return restored, alpha
+    return np.concatenate([image.rgb, restored], axis=1) if side_by_side else restored
 
 
-def _encode_like(
-    image: LoadedImage, restored: np.ndarray, alpha: np.ndarray | None, ext: str, options: OutputOptions
-) -> bytes:
-    """Encodes a result in the input's form: bit depth (unless overridden), greyscale, alpha."""
-    return encode_image(
-        restored, ext, bit_depth=options.bit_depth or image.bit_depth, grey=image.grey, alpha=alpha,
-        quality=options.quality,
-    )
+def _encode(image: LoadedImage, restored: np.ndarray, ext: str, options: OutputOptions) -> bytes:
+    """Encodes a result in the input's form: bit depth (unless overridden), greyscale, alpha, metadata."""
+    return encode_like(restored, image, ext, bit_depth=options.bit_depth, quality=options.quality,
+                       panels=2 if options.side_by_side else 1)
 
 
 def encode_dehazed(
     image: LoadedImage, model: Dehazer, ext: str, options: OutputOptions, progress: ProgressFn | None = None
 ) -> bytes:
     """Dehazes a decoded image and encodes the result as ``ext`` in the input's form."""
-    restored, alpha = dehaze_image(image, model, progress, options.side_by_side)
-    return _encode_like(image, restored, alpha, ext, options)
+    return _encode(image, dehaze_image(image, model, progress, options.side_by_side), ext, options)
 
 
 def run_dehaze_jobs(
@@ -150,15 +154,15 @@ def run_dehaze_jobs(
     """Dehazes every planned job: outputs keep the input's size, greyscale/colour form and
     alpha channel, and its bit depth unless ``options.bit_depth`` says otherwise."""
 
-    def save(result: tuple[LoadedImage, np.ndarray, np.ndarray | None], target: Path) -> None:
-        image, restored, alpha = result
-        write_bytes_atomic(target, _encode_like(image, restored, alpha, target.suffix, options))
+    def save(result: tuple[LoadedImage, np.ndarray], target: Path) -> None:
+        image, restored = result
+        write_bytes_atomic(target, _encode(image, restored, target.suffix, options))
 
-    def compute(image: LoadedImage, progress: ProgressFn):
-        return (image, *dehaze_image(image, dehazer, progress, options.side_by_side))
+    def compute(image: LoadedImage, progress: ProgressFn) -> tuple[LoadedImage, np.ndarray]:
+        return image, dehaze_image(image, dehazer, progress, options.side_by_side)
 
-    return run_batch(plan.jobs, Stages(read_image, compute, save), overwrite=overwrite, events=events,
-                     ignored=plan.inputs.ignored)
+    return run_batch(plan.jobs, Stages(read_image, compute, save, _image_notes), overwrite=overwrite, events=events,
+                     ignored=plan.inputs.ignored, problems=plan.inputs.problems)
 
 
 def dehaze_files(
@@ -223,8 +227,8 @@ def run_depth_jobs(
     def save(result: tuple[LoadedImage, DepthEstimate], target: Path) -> None:
         write_bytes_atomic(target, encode_depth(*result, target.suffix, options))
 
-    return run_batch(plan.jobs, Stages(read_image, compute, save), overwrite=overwrite, events=events,
-                     ignored=plan.inputs.ignored)
+    return run_batch(plan.jobs, Stages(read_image, compute, save, _image_notes), overwrite=overwrite, events=events,
+                     ignored=plan.inputs.ignored, problems=plan.inputs.problems)
 
 
 def estimate_depth_files(
