@@ -2,13 +2,27 @@
 
 * :class:`DarkChannelPrior` — He, Sun, Tang's dark channel prior (``--method dcp``),
   kept as the classic reference.
+* :class:`LayeredDehazer` — the weight-free default (``--method layered``): the dark
+  channel prior with a robust airlight, a sky/fog tolerance and a base/detail recovery
+  that does not amplify noise or JPEG blocks (see :mod:`dcmp_cli.prior.layered`).
 
 Every prior follows :class:`ImagePrior`: float32 RGB (H, W, 3) in [0, 1] in, a
 :class:`PriorResult` (restored image, transmission, image-global quantities) out.
 """
 
+from dcmp_cli.prior.airlight import RobustAirlight
 from dcmp_cli.prior.base import ImagePrior, PriorResult, depth_from_transmission
 from dcmp_cli.prior.dcp import DarkChannelPrior, recover
 from dcmp_cli.prior.guided_filter import guided_filter
+from dcmp_cli.prior.layered import LayeredDehazer
 
-__all__ = ["DarkChannelPrior", "ImagePrior", "PriorResult", "depth_from_transmission", "guided_filter", "recover"]
+__all__ = [
+    "DarkChannelPrior",
+    "ImagePrior",
+    "LayeredDehazer",
+    "PriorResult",
+    "RobustAirlight",
+    "depth_from_transmission",
+    "guided_filter",
+    "recover",
+]
