@@ -22,7 +22,8 @@ Methods (``--methods``): ``dcp`` (the package's dark channel prior, He et al. 20
 (colour attenuation prior, Zhu et al. 2015), ``bccr`` (boundary constraint, Meng et al. 2013,
 with a guided filter in place of the contextual regularisation), ``hazelines`` (non-local
 haze-lines, Berman et al. 2016, guided filter in place of the WLS step), ``fusion`` (multi-scale
-fusion, Ancuti & Ancuti 2013) and the package's weight-free default. The other methods here
+fusion, Ancuti & Ancuti 2013), the package's weight-free default ``layered`` and
+``layered-cap`` (the same with the colour attenuation prior's transmission). The other methods here
 are compact re-implementations for comparison only (not shipped in the package).
 
 Writes contact sheets ``DIR/sheet_<set>_<k>.png`` (input | each method, one row per photo).
@@ -175,6 +176,27 @@ def fusion(image: np.ndarray, levels: int = 5) -> np.ndarray:
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+def layered_cap():
+    """The package's layered method with the colour attenuation prior's transmission (Zhu et al. 2015,
+    β = 1.2, minimum filter, no sky tolerance) in place of the dark channel's: a candidate for later."""
+    from dataclasses import dataclass
+
+    from dcmp_cli.prior.airlight import odd, patch_minimum
+    from dcmp_cli.prior.layered import LayeredDehazer
+
+    @dataclass(frozen=True)
+    class LayeredCap(LayeredDehazer):
+        beta: float = 1.2
+
+        def raw_transmission(self, small: np.ndarray, airlight: np.ndarray) -> np.ndarray:
+            hsv = cv2.cvtColor(small, cv2.COLOR_RGB2HSV)
+            depth = (0.121779 + 0.959710 * hsv[..., 2] - 0.780245 * hsv[..., 1]).astype(np.float32)
+            depth = patch_minimum(depth, odd(min(small.shape[:2]) * self.patch_fraction))
+            return np.exp(-self.beta * depth).astype(np.float32)
+
+    return LayeredCap()
+
+
 def _prior_method(prior) -> Method:
     return lambda image: prior.dehaze(image).image
 
@@ -189,6 +211,7 @@ def available_methods() -> dict[str, Method]:
         "hazelines": hazelines,
         "fusion": fusion,
         "layered": _prior_method(LayeredDehazer()),
+        "layered-cap": _prior_method(layered_cap()),
     }
 
 
@@ -282,7 +305,7 @@ def full_reference(samples: list[Sample], results) -> dict[str, tuple[float, flo
     for m, outs in results.items():
         scores = [score(_t(o), _t(s.clear)) for s, (o, _) in zip(samples, outs)]
         table[m] = (float(np.mean([x.psnr for x in scores])), float(np.mean([x.ssim for x in scores])))
-    table["(input)"] = tuple(
+    table["(hazy input)"] = tuple(
         float(np.mean(v)) for v in zip(*[tuple(score(_t(s.hazy), _t(s.clear))) for s in samples])
     )
     return table
@@ -369,6 +392,9 @@ def main() -> None:
     every = available_methods()
     methods = {m: every[m] for m in (args.methods or every)}
     print("command:", shlex.join([".venv/bin/python", "benchmarks/weightfree_quality.py", *sys.argv[1:]]))
+    import platform
+
+    print(f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}")
     print(f"cv2 {cv2.__version__}, {cv2.getNumThreads()} threads, numpy {np.__version__}")
 
     real = real_photos(args.max_side)
@@ -376,10 +402,10 @@ def main() -> None:
         res = run_methods(real, methods)
         table = no_reference_table(real, res)
         print(f"\nreal photos ({len(real)}; no ground truth)")
-        print(f"{'method':<10} {'noise med':>9} {'w10':>6} {'luma med':>8} {'lo10':>6} {'cast med':>8} {'w10':>6} "
+        print(f"{'method':<11} {'noise med':>9} {'w10':>6} {'luma med':>8} {'lo10':>6} {'cast med':>8} {'w10':>6} "
               f"{'dark med':>8} {'s/MP':>7} {'MP/s':>6}")
         for m, r in table.items():
-            print(f"{m:<10} {r['noise_med']:9.2f} {r['noise_w10']:6.2f} {r['luma_med']:8.3f} {r['luma_lo10']:6.3f} "
+            print(f"{m:<11} {r['noise_med']:9.2f} {r['noise_w10']:6.2f} {r['luma_med']:8.3f} {r['luma_lo10']:6.3f} "
                   f"{r['cast_med']:8.2f} {r['cast_w10']:6.2f} {r['dark_med']:8.3f} {r['s_per_mp']:7.3f} "
                   f"{1 / r['s_per_mp']:6.1f}")
         if "dcp" in table:
@@ -405,7 +431,7 @@ def main() -> None:
         print(f"\n{tag} ({len(samples)} pairs{extra}): mean PSNR / SSIM (DCMPNet protocol)")
         for m, (p, s) in table.items():
             gain = f"  {p - table['dcp'][0]:+.2f} dB vs dcp" if "dcp" in table and m != "dcp" else ""
-            print(f"{m:<10} {p:7.2f} {s:7.4f}{gain}")
+            print(f"{m:<12} {p:7.2f} {s:7.4f}{gain}")
         if not args.no_sheets:
             contact_sheets(args.out, tag, samples, res)
 
