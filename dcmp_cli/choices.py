@@ -15,6 +15,7 @@ class Method(str, Enum):
 
     AUTO = "auto"
     DCMP = "dcmp"
+    LAYERED = "layered"
     DCP = "dcp"
 
 
@@ -23,6 +24,7 @@ class EvalMethod(str, Enum):
 
     AUTO = "auto"
     DCMP = "dcmp"
+    LAYERED = "layered"
     DCP = "dcp"
     NONE = "none"
 
@@ -62,9 +64,9 @@ class DepthKind(str, Enum):
 
 
 #: Methods that need no weights, by name (the weight-free priors).
-PRIOR_METHODS: tuple[str, ...] = (Method.DCP.value,)
+PRIOR_METHODS: tuple[str, ...] = (Method.LAYERED.value, Method.DCP.value)
 #: The weight-free method ``auto`` falls back to without weights.
-DEFAULT_PRIOR: str = Method.DCP.value
+DEFAULT_PRIOR: str = Method.LAYERED.value
 
 
 def value_of(choice: str | Enum) -> str:

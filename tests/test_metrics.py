@@ -252,3 +252,58 @@ def test_haze_raises_density_and_lowers_colour_and_contrast():
     assert after.haze > before.haze + 0.2
     assert after.colourfulness < before.colourfulness
     assert after.contrast < before.contrast
+
+
+# --- change measures (input -> output of a dehazer)
+
+
+def _smooth_bright(height: int = 96, width: int = 128, noise: float = 0.01, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0.7, 0.8, width, dtype=np.float32)[None, :, None] * np.ones((height, 1, 3), np.float32)
+    return np.clip(base + noise * rng.standard_normal((height, width, 1)).astype(np.float32), 0, 1)
+
+
+def test_noise_amplification_measures_the_fine_scale_gain_in_smooth_bright_areas():
+    from dcmp_cli.noref import noise_amplification, smooth_bright_mask
+
+    image = _smooth_bright()
+    assert smooth_bright_mask(image).mean() == pytest.approx(0.5, abs=0.05)  # the brighter half
+    assert noise_amplification(image, image) == pytest.approx(1.0)
+    mean = image.mean(axis=(0, 1), keepdims=True)
+    doubled = np.clip(mean + 2.0 * (image - mean), 0, 1)  # every deviation twice as large
+    assert noise_amplification(image, doubled) == pytest.approx(2.0, rel=0.05)
+    flattened = np.broadcast_to(mean, image.shape)
+    assert noise_amplification(image, flattened) < 0.2
+    # textured or dark images have no smooth bright area: no figure
+    rng = np.random.default_rng(1)
+    assert math.isnan(noise_amplification(rng.random((64, 64, 3), dtype=np.float32), image[:64, :64]))
+    assert math.isnan(noise_amplification(image * 0.2, image))
+
+
+def test_luma_ratio_colour_cast_and_dark_channel_ratio():
+    from dcmp_cli.noref import colour_cast, colour_cast_shift, dark_channel_ratio, luma_ratio
+
+    image = _smooth_bright(noise=0.0)
+    assert luma_ratio(image, image * 0.5) == pytest.approx(0.5, rel=1e-4)
+    assert colour_cast(image) == pytest.approx(0.0, abs=0.05)  # grey
+    tinted = image * np.array([1.0, 0.9, 0.7], np.float32)
+    assert colour_cast(tinted) > 5
+    assert colour_cast_shift(image, tinted) == pytest.approx(colour_cast(tinted), abs=0.05)
+    assert colour_cast_shift(tinted, image) < 0  # a cast removed
+    assert dark_channel_ratio(image, image * 0.5) == pytest.approx(0.5, rel=1e-3)
+    # tensors in (3, H, W) work as well
+    assert luma_ratio(torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(image * 0.5).permute(2, 0, 1)) == (
+        pytest.approx(0.5, rel=1e-4)
+    )
+    with pytest.raises(ValueError, match="differ in shape"):
+        luma_ratio(image, image[:10])
+
+
+def test_change_scores_bundle():
+    from dcmp_cli.noref import ChangeScores, change_scores
+
+    image = _smooth_bright()
+    scores = change_scores(image, image)
+    assert isinstance(scores, ChangeScores)
+    assert scores.luma_ratio == pytest.approx(1.0) and scores.colour_cast_shift == pytest.approx(0.0)
+    assert scores.dark_channel_ratio == pytest.approx(1.0) and scores.noise_amplification == pytest.approx(1.0)

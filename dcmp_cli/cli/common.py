@@ -76,8 +76,8 @@ MethodOption = Annotated[
     typer.Option(
         "--method",
         "-m",
-        help="dcmp (DCMPNet, needs weights), dcp (dark channel prior, no weights), or auto: dcmp when weights are "
-        "found, else the weight-free default.",
+        help="dcmp (DCMPNet, needs weights); layered (the weight-free default: dark channel prior with noise-free "
+        "recovery); dcp (the classic dark channel prior); auto: dcmp when weights are found, else layered.",
     ),
 ]
 TileOption = Annotated[
