@@ -33,25 +33,23 @@ import torch
 from dcmp_cli.core.device import resolve_device
 from dcmp_cli.core.predictor import DehazePredictor
 from dcmp_cli.core.prior_models import PriorDehazer
-from dcmp_cli.core.video import (
-    SceneCutDetector,
-    TemporalDehazer,
-    TemporalOptions,
-    flicker,
-)
+from dcmp_cli.core.flicker import flicker
+from dcmp_cli.core.temporal import SceneCutDetector, TemporalDehazer, TemporalOptions
 from dcmp_cli.data.video.decode import FrameRange, read_frames
 from dcmp_cli.data.video.probe import probe_video
 from dcmp_cli.data.video.testclips import hazy_clip
+from dcmp_cli.prior import DarkChannelPrior, LayeredDehazer
 
 REAL_CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "video" / "dvp30_hazy_video.mp4"
 
 
 def real_frames(path: Path, size: tuple[int, int], count: int | None = None) -> list[np.ndarray]:
+    """Frames of ``path`` as float32 in [0, 1], area-downscaled to ``size`` (0 0: full size)."""
     info = probe_video(path)
-    return [
-        cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        for f in read_frames(info, FrameRange(max_frames=count))
-    ]
+    frames = read_frames(info, FrameRange(max_frames=count))
+    if not size[0]:
+        return [f.astype(np.float32) / 255.0 for f in frames]
+    return [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0 for f in frames]
 
 
 def measure(frames: list[np.ndarray], model, smooth: float, scene_cut: float) -> tuple[float, float, int]:
@@ -70,22 +68,23 @@ def main() -> None:
     parser.add_argument("--smooth", type=float, nargs="+", default=[0.0, 0.5, 0.8, 0.9])
     parser.add_argument("--scene-cut", type=float, default=0.1)
     parser.add_argument("--real", type=Path, default=REAL_CLIP, help="real hazy clip (skipped when absent)")
-    parser.add_argument("--real-size", type=int, nargs=2, default=[320, 180], metavar=("W", "H"))
+    parser.add_argument("--real-size", type=int, nargs=2, default=[320, 180], metavar=("W", "H"),
+                        help="size the weight-free methods get the real clip at (0 0: full size)")
     parser.add_argument("--network-frames", type=int, default=56, help="frames of the real clip the network gets")
     parser.add_argument("--network-size", type=int, nargs=2, default=[160, 96], metavar=("W", "H"))
     args = parser.parse_args()
 
-    models: list[tuple[str, object]] = [("dcp", PriorDehazer())]
+    models: list[tuple[str, object]] = [("layered", PriorDehazer(LayeredDehazer())), ("dcp", PriorDehazer(DarkChannelPrior()))]
     if args.weights is not None:
         models.append(("dcmp", DehazePredictor.from_checkpoint(args.weights, resolve_device(args.device))))
     synthetic = list(hazy_clip())
     print("command:", shlex.join([".venv/bin/python", "benchmarks/flicker.py", *sys.argv[1:]]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'clip':<34} {'method':<6} {'smooth':>6} {'flicker':>8} {'vs off':>7} {'cuts':>4} {'s/frame':>8}")
+    print(f"{'clip':<34} {'method':<7} {'smooth':>6} {'flicker':>8} {'vs off':>7} {'cuts':>4} {'s/frame':>8}")
     for method, model in models:
         clips = [(f"synthetic {len(synthetic)}×128×96", synthetic)]
         if args.real.exists():
-            if method == "dcp":
+            if method != "dcmp":
                 frames = real_frames(args.real, tuple(args.real_size))
             else:
                 frames = real_frames(args.real, tuple(args.network_size), args.network_frames)
@@ -96,7 +95,7 @@ def main() -> None:
                 value, seconds, cuts = measure(frames, model, smooth, args.scene_cut)
                 baseline = value if baseline is None else baseline
                 change = f"{100 * (value / baseline - 1):+.1f}%" if smooth != args.smooth[0] else "-"
-                print(f"{label:<34} {method:<6} {smooth:>6.2f} {value:>8.3f} {change:>7} {cuts:>4} {seconds:>8.3f}",
+                print(f"{label:<34} {method:<7} {smooth:>6.2f} {value:>8.3f} {change:>7} {cuts:>4} {seconds:>8.3f}",
                       flush=True)
     if args.real.exists():
         detector = SceneCutDetector(args.scene_cut)

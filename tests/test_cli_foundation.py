@@ -68,7 +68,7 @@ def test_auto_method_without_weights_uses_the_prior_and_says_so(isolated):
     result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out")])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "dark channel prior" in notes[0]
+    assert len(notes) == 1 and "layered dehazer" in notes[0] and "--method layered" in notes[0]
     assert sorted(p.name for p in (isolated / "out").iterdir()) == ["img0.png", "img1.png"]
 
 

@@ -30,7 +30,7 @@ def test_prior_depth_without_weights_follows_the_haze(tmp_path, monkeypatch):
     write_image(tmp_path / "h.png", hazy)
     result = runner.invoke(app, ["depth", str(tmp_path / "h.png"), str(tmp_path / "d.png")])
     assert result.exit_code == 0, result.output
-    assert "dark channel prior" in result.output
+    assert "layered dehazer" in result.output
     estimate, text = read_depth_png(tmp_path / "d.png")
     assert estimate.shape == (96, 128) and estimate.min() == 0.0 and estimate.max() == 1.0
     assert "0 = nearest" in text["dcmp:convention"]

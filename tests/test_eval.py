@@ -109,7 +109,7 @@ def test_method_auto_and_dcmp_without_weights(isolated):
     root = make_pairs(isolated / "ds", names=("a",))
     result = runner.invoke(app, ["eval", "-D", str(root)])
     assert result.exit_code == 0, result.output
-    assert "using the dark channel prior" in result.stderr and "dcp" in result.stdout
+    assert "using the layered dehazer" in result.stderr and "layered" in result.stdout
     result = runner.invoke(app, ["eval", "-D", str(root), "-m", "dcmp"])
     assert result.exit_code == 2 and "no dehazing weights found" in result.output
     result = runner.invoke(app, ["eval", "-D", str(root), "-m", "magic"])

@@ -8,7 +8,7 @@ import pytest
 from conftest import synthetic_hazy
 
 from dcmp_cli.data.haze import add_haze
-from dcmp_cli.data.video_io import textured_scene
+from dcmp_cli.data.video.testclips import textured_scene
 from dcmp_cli.noref import luma_ratio, noise_amplification
 from dcmp_cli.prior import DarkChannelPrior, ImagePrior, LayeredDehazer, RobustAirlight
 from dcmp_cli.prior.layered import Upsampler

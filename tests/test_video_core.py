@@ -9,6 +9,7 @@ from conftest import shared_path
 
 from dcmp_cli.core.predictor import DehazePredictor
 from dcmp_cli.core.prior_models import PriorDehazer
+from dcmp_cli.prior import DarkChannelPrior, LayeredDehazer
 from dcmp_cli.core.flicker import FlickerMeter, flicker
 from dcmp_cli.core.temporal import (
     SceneCutDetector,
@@ -183,7 +184,7 @@ def test_scene_cut_detector():
 
 def test_prior_airlight_follows_an_ema_and_restarts_at_cuts():
     frames = two_scenes(3)
-    prior = PriorDehazer()
+    prior = PriorDehazer(DarkChannelPrior())
     dehazer = TemporalDehazer(prior, TemporalOptions(smooth=0.6, scene_cut=0.1))
     outputs = dehazer(frames)
     estimates = [prior.prior.airlight(f) for f in frames]
@@ -214,7 +215,7 @@ def test_smoothing_lowers_flicker_of_the_prior_on_varying_haze():
     frames = list(hazy_clip())  # 32 frames, haze level sweeping and jittering, vehicles passing
     figures = {}
     for smooth in (0.0, 0.8):
-        outputs = TemporalDehazer(PriorDehazer(), TemporalOptions(smooth=smooth))(frames)
+        outputs = TemporalDehazer(PriorDehazer(DarkChannelPrior()), TemporalOptions(smooth=smooth))(frames)
         figures[smooth] = flicker(frames, outputs)
     assert figures[0.8] < 0.98 * figures[0.0]
 
@@ -265,7 +266,7 @@ def test_real_clip_cut_is_found_and_prior_smoothing_lowers_flicker():
     assert cuts == [56]  # the clip cuts from the door to the corridor there
     figures = {}
     for smooth in (0.0, 0.8):
-        outputs = TemporalDehazer(PriorDehazer(), TemporalOptions(smooth=smooth))(frames)
+        outputs = TemporalDehazer(PriorDehazer(DarkChannelPrior()), TemporalOptions(smooth=smooth))(frames)
         figures[smooth] = flicker(frames, outputs)
     assert figures[0.8] < 0.95 * figures[0.0]
 
@@ -284,3 +285,23 @@ def test_trained_network_smoothing_is_measured_and_batching_is_exact(trained_wei
     np.testing.assert_allclose(one[0], plain[0], atol=1e-5)  # the first frame has no past
     change = max(float(np.abs(a - b).mean()) for a, b in zip(one[1:], plain[1:]))
     assert 1e-4 < change < 0.05
+
+
+def test_layered_default_flickers_less_than_the_dark_channel_prior_on_the_real_clip():
+    frames = _real_clip_frames()
+    figures = {}
+    for name, prior in (("dcp", DarkChannelPrior()), ("layered", LayeredDehazer())):
+        dehazer = PriorDehazer(prior)
+        assert dehazer.default_smoothing == 0.8
+        figures[name] = flicker(frames, TemporalDehazer(dehazer, TemporalOptions())(frames))
+    assert figures["layered"] < figures["dcp"], figures
+
+
+def test_layered_globals_follow_the_ema():
+    frames = two_scenes(3)
+    prior = LayeredDehazer()
+    outputs = TemporalDehazer(PriorDehazer(prior), TemporalOptions(smooth=0.5, scene_cut=0.1))(frames)
+    estimates = [prior.estimate_globals(f) for f in frames]
+    np.testing.assert_allclose(outputs[1], prior.dehaze(frames[1], 0.5 * estimates[0] + 0.5 * estimates[1]).image,
+                               atol=1e-6)
+    np.testing.assert_allclose(outputs[3], prior.dehaze(frames[3]).image, atol=1e-6)  # restarted at the cut

@@ -38,6 +38,11 @@ class ImagePrior(Protocol):
         """Restores ``image``; ``globals`` (e.g. averaged over video frames) replaces the estimate."""
         ...
 
+    def depth_transmission(self, image: np.ndarray, globals: np.ndarray | None = None) -> np.ndarray:
+        """The transmission (H, W) in [0, 1] as a depth cue: the scattering model's t, without the
+        controls that change it for a better-looking restoration (e.g. a sky tolerance)."""
+        ...
+
 
 def depth_from_transmission(t: np.ndarray, t_floor: float = 1e-3) -> np.ndarray:
     """Relative depth −ln t (larger = farther), unnormalised, (H, W)."""

@@ -109,6 +109,10 @@ class DarkChannelPrior:
         t = self.refine(image, self.raw_transmission(image, a, eroded))
         return PriorResult(recover(image, t, a, self.t_min), t, a)
 
+    def depth_transmission(self, image: np.ndarray, globals: np.ndarray | None = None) -> np.ndarray:
+        """The refined transmission (H, W), the same the restoration uses."""
+        return self.dehaze(image, globals).transmission
+
 
 def recover(image: np.ndarray, t: np.ndarray, airlight: np.ndarray, t_min: float = 0.1, rows: int = 128) -> np.ndarray:
     """J = (I − A) / max(t, t_min) + A, clipped to [0, 1]; in row blocks that stay in cache."""

@@ -37,7 +37,7 @@ Memory: the full-size work is a few float32 planes per pixel, done in row strips
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import cv2
@@ -246,3 +246,11 @@ class LayeredDehazer:
         if abs(gamma - 1.0) > 1e-4:
             restored = cv2.pow(restored, gamma)
         return PriorResult(restored, t, g)
+
+    def depth_transmission(self, image: np.ndarray, globals: np.ndarray | None = None) -> np.ndarray:
+        """Full-size t (H, W) without the sky/fog tolerance: dense haze (I near A) reads as far, as
+        the scattering model says, instead of being raised for a gentler restoration."""
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        small = downscale(image, self.work_side)
+        g = self._globals(small) if globals is None else np.asarray(globals, np.float32).reshape(-1)
+        return replace(self, tolerance=0.0).transmission(image, small, g[:3])
