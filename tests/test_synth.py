@@ -150,7 +150,7 @@ def test_bad_options_exit_2(tmp_path):
         (("--beta", "0.6-1.8"), "--beta must be LOW,HIGH"),
         (("--beta", "2,1"), "low ≤ high"),
         (("--airlight", "0.5,1.2"), "≤ 1"),
-        (("--depth", tmp_path / "nowhere"), "--depth folder not found"),
+        (("--depth", tmp_path / "nowhere"), "depth folder not found"),
         (("--depth-kind", "inverse"), "--depth-kind"),
     ):
         result = synth(clear, tmp_path / "out", *args)

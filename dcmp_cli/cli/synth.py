@@ -95,26 +95,23 @@ def synth_cli(
 
     The manifest holds each hazy image's β and A; `dcmp eval` and training read the folder as it is.
     """
-    from dcmp_cli.data.files import InputError, collect_inputs
-    from dcmp_cli.data.synth import SynthConfig, SynthError, synthesize, write_manifest
+    from dcmp_cli.data.files import InputError
+    from dcmp_cli.data.synth import SynthError, synthesize_dataset
 
-    config = SynthConfig(
-        parse_range(beta, "--beta"), parse_range(airlight, "--airlight"), per_image, seed, depth, depth_kind.value
-    )
-    try:
-        config.check()
-        inputs = collect_inputs(clear)
-    except (SynthError, InputError) as e:
-        fail(str(e))
+    beta_range, airlight_range = parse_range(beta, "--beta"), parse_range(airlight, "--airlight")
     if depth is None and not json_out:
         note("no --depth: using a stand-in depth (vertical gradient, top far, bottom near), not the scenes' depth")
     start = time.perf_counter()
     with RichSynthEvents(enabled=err_console().is_terminal and not json_out) as events:
         try:
-            report = synthesize(inputs.files, output, config, overwrite=overwrite, events=events)
+            report, (csv_path, json_path) = synthesize_dataset(
+                clear, output, depth=depth, depth_kind=depth_kind, beta=beta_range, airlight=airlight_range,
+                per_image=per_image, seed=seed, overwrite=overwrite, events=events,
+            )
         except SynthError as e:
+            fail(f"--{e.option}: {e}" if e.option else str(e))
+        except InputError as e:
             fail(str(e))
-    csv_path, json_path = write_manifest(report)
     seconds = time.perf_counter() - start
     if json_out:
         print_json(
@@ -135,8 +132,8 @@ def synth_cli(
             str(len(report.records)),
             str(len(report.failures)),
             "given" if depth else "stand-in",
-            f"{config.beta[0]:g}–{config.beta[1]:g}",
-            f"{config.airlight[0]:g}–{config.airlight[1]:g}",
+            f"{beta_range[0]:g}–{beta_range[1]:g}",
+            f"{airlight_range[0]:g}–{airlight_range[1]:g}",
             f"{seconds:.1f}",
         )
         err_console().print(table)

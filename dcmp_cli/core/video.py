@@ -41,7 +41,7 @@ from dcmp_cli.data.image_io import (
     write_like,
 )
 from dcmp_cli.data.video.decode import FrameRange, read_frames
-from dcmp_cli.data.video.encode import EncodeOptions, open_video_writer
+from dcmp_cli.data.video.encode import EncodeOptions, check_encoder, open_video_writer
 from dcmp_cli.data.video.errors import IncompleteVideoError, VideoError
 from dcmp_cli.data.video.files import VIDEO_EXTENSIONS, find_videos
 from dcmp_cli.data.video.probe import probe_video
@@ -355,3 +355,39 @@ def run_video_plan(
     summary, reports = dehaze_video_files(plan.jobs, model, temporal, encode, frame_range,
                                           overwrite=overwrite, events=events, ignored=plan.ignored)
     return summary, list(reports.values())
+
+
+def dehaze_videos(
+    input: str | Path,
+    output: str | Path,
+    dehazer: ImageModel | None = None,
+    *,
+    codec: str = "libx264",
+    crf: int = 18,
+    start: float | None = None,
+    end: float | None = None,
+    max_frames: int | None = None,
+    fps: Fraction | float | None = None,
+    smooth: float | None = None,
+    scene_cut: float = 0.1,
+    batch: int | None = None,
+    recursive: bool = False,
+    ext: str | None = None,
+    overwrite: bool = False,
+    events: BatchEvents | None = None,
+) -> tuple[BatchSummary, list[VideoReport]]:
+    """``dcmp video INPUT OUTPUT`` in one call (``dehazer`` None: :func:`~dcmp_cli.core.loading.load_dehazer`'s choice).
+
+    >>> summary, reports = dehaze_videos("smoke.mp4", "clear.mp4", crf=20)
+    >>> reports[0].flicker
+    """
+    encode = EncodeOptions(codec=codec, crf=crf)
+    frame_range = FrameRange(start, end, max_frames, Fraction(fps).limit_denominator(1001) if fps is not None else None)
+    plan = plan_video_job(input, output, encoder=check_encoder(encode), recursive=recursive, ext=ext,
+                          frame_range=frame_range)
+    if dehazer is None:
+        from dcmp_cli.core.loading import load_dehazer
+
+        dehazer = load_dehazer()
+    temporal = TemporalOptions(smooth=smooth, scene_cut=scene_cut, batch=batch)
+    return run_video_plan(plan, dehazer, temporal, encode, frame_range, overwrite=overwrite, events=events)

@@ -42,7 +42,9 @@ import numpy as np
 
 from dcmp_cli import __version__
 from dcmp_cli.atomic import write_bytes_atomic
+from dcmp_cli.choices import value_of
 from dcmp_cli.data.datasets import read_depth_map
+from dcmp_cli.data.files import collect_inputs
 from dcmp_cli.data.depth_io import (
     CONVENTION_TEXT,
     DEPTH_EXTENSIONS,
@@ -71,7 +73,12 @@ SCATTERING_MODEL = "I = J*t + A*(1 - t), t = exp(-beta * d), d: relative depth i
 
 
 class SynthError(ValueError):
-    """Unusable synthesis settings or output folder; the message says what to do."""
+    """Unusable synthesis settings or output folder; the message says what to do.
+    ``option``: the setting at fault (e.g. "beta"), if one is."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class NothingSynthesizedError(SynthError):
@@ -108,16 +115,16 @@ class SynthConfig:
         """Raises :class:`SynthError` for ranges or counts that make no sense."""
         lo, hi = self.beta
         if not 0 <= lo <= hi:
-            raise SynthError(f"--beta range {lo}–{hi}: need 0 ≤ low ≤ high")
+            raise SynthError(f"β range {lo}–{hi}: need 0 ≤ low ≤ high", "beta")
         lo, hi = self.airlight
         if not 0 < lo <= hi <= 1:
-            raise SynthError(f"--airlight range {lo}–{hi}: need 0 < low ≤ high ≤ 1")
+            raise SynthError(f"airlight range {lo}–{hi}: need 0 < low ≤ high ≤ 1", "airlight")
         if self.per_image < 1:
-            raise SynthError("--per-image must be at least 1")
+            raise SynthError("hazy versions per image must be at least 1", "per-image")
         if self.depth_kind not in DEPTH_KINDS:
-            raise SynthError(f"--depth-kind must be one of {', '.join(DEPTH_KINDS)}")
+            raise SynthError(f"depth kind must be one of {', '.join(DEPTH_KINDS)}", "depth-kind")
         if self.depth_dir is not None and not Path(self.depth_dir).is_dir():
-            raise SynthError(f"--depth folder not found: {self.depth_dir}")
+            raise SynthError(f"depth folder not found: {self.depth_dir}", "depth")
 
 
 @dataclass
@@ -269,7 +276,8 @@ def check_output_dir(out_dir: Path, inputs: Sequence[Path], overwrite: bool) -> 
         if (out_dir / sub).is_dir() and any((out_dir / sub).iterdir())
     ]
     if existing:
-        raise SynthError(f"{out_dir} already holds a dataset ({existing[0].name}); use --overwrite or another folder")
+        raise SynthError(f"{out_dir} already holds a dataset ({existing[0].name}); overwrite it or choose another "
+                         "folder", "overwrite")
 
 
 def synthesize(
@@ -367,6 +375,32 @@ def write_manifest(report: SynthReport) -> tuple[Path, Path]:
         write_bytes_atomic(report.out_dir / MANIFEST_CSV, buffer.getvalue().encode("utf-8")),
         write_bytes_atomic(report.out_dir / MANIFEST_JSON, text.encode("utf-8")),
     )
+
+
+def synthesize_dataset(
+    clear: str | Path,
+    output: str | Path,
+    *,
+    depth: str | Path | None = None,
+    depth_kind: str = "depth",
+    beta: tuple[float, float] = (0.6, 1.8),
+    airlight: tuple[float, float] = (0.7, 1.0),
+    per_image: int = 1,
+    seed: int = 0,
+    overwrite: bool = False,
+    events: SynthEvents | None = None,
+) -> tuple[SynthReport, tuple[Path, Path]]:
+    """``dcmp synth CLEAR OUTPUT`` in one call: (report, (manifest.csv, manifest.json)).
+
+    ``clear``: a folder or glob of clear images; ``depth``: a folder of depth maps named
+    like them (default: the stand-in vertical gradient). Raises :class:`SynthError` or
+    :class:`~dcmp_cli.data.files.InputError`.
+    """
+    config = SynthConfig(tuple(beta), tuple(airlight), per_image, seed,  # type: ignore[arg-type]
+                         Path(depth) if depth is not None else None, value_of(depth_kind))  # type: ignore[arg-type]
+    config.check()
+    report = synthesize(collect_inputs(clear).files, output, config, overwrite=overwrite, events=events)
+    return report, write_manifest(report)
 
 
 def read_manifest(out_dir: str | Path) -> dict:
