@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import signal
+import sys
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
 from dcmp_cli import __version__
+from dcmp_cli.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, err_console
 from dcmp_cli.cli.dehaze import dehaze_cli
 from dcmp_cli.cli.depth import depth_cli
 from dcmp_cli.cli.eval import eval_cli
 from dcmp_cli.cli.info import info_cli
-from dcmp_cli.cli.video import video_cli
 from dcmp_cli.cli.synth import synth_cli
 from dcmp_cli.cli.train import train_cli
+from dcmp_cli.cli.video import video_cli
 
 app = typer.Typer(
     name="dcmp",
@@ -22,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -49,13 +53,46 @@ def _root(
         torch.set_num_threads(threads)
 
 
-app.command("dehaze")(dehaze_cli)
-app.command("depth")(depth_cli)
-app.command("video")(video_cli)
-app.command("eval")(eval_cli)
-app.command("synth")(synth_cli)
-app.command("train")(train_cli)
-app.command("info")(info_cli)
+class _Command(TyperCommand):
+    """Usage lines name positional arguments plainly: ``dcmp dehaze [OPTIONS] INPUT OUTPUT``."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
+
+
+COMMANDS = {
+    "dehaze": dehaze_cli,
+    "depth": depth_cli,
+    "video": video_cli,
+    "eval": eval_cli,
+    "synth": synth_cli,
+    "train": train_cli,
+    "info": info_cli,
+}
+for _name, _function in COMMANDS.items():
+    app.command(_name, cls=_Command)(_function)
+
+#: Global options, which go before the command name.
+GLOBAL_OPTIONS = ("--threads", "--version", "-V")
+#: Commands whose INPUT and OUTPUT are positional (``-i``/``-o`` are habits from other tools).
+_POSITIONAL_IO = ("dehaze", "depth", "video")
+
+
+def misplaced_option_hint(argv: list[str]) -> str | None:
+    """A one-line hint for options used where dcmp does not take them, else None."""
+    command = next((i for i, a in enumerate(argv) if a in COMMANDS), None)
+    if command is None:
+        return None
+    after = argv[command + 1 :]
+    for option in ("--threads",):
+        if any(a == option or a.startswith(option + "=") for a in after):
+            return f"{option} is a global option: put it before the command, e.g. dcmp {option} 4 {argv[command]} …"
+    if argv[command] in _POSITIONAL_IO:
+        for alias in ("-i", "--input", "-o", "--output"):
+            if alias in after:
+                return (f"INPUT and OUTPUT are positional arguments, without {alias}: "
+                        f"dcmp {argv[command]} INPUT OUTPUT [OPTIONS]")
+    return None
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -64,5 +101,12 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def main() -> None:
+    hint = misplaced_option_hint(sys.argv[1:])
+    if hint is not None:
+        err_console().print(f"[bold red]error:[/] {hint}", soft_wrap=True)
+        raise SystemExit(EXIT_USAGE)
     signal.signal(signal.SIGTERM, _terminate)
-    app()
+    try:
+        app(standalone_mode=True)
+    except KeyboardInterrupt:  # anything not handled by a command: the shell's convention
+        raise SystemExit(EXIT_INTERRUPTED) from None

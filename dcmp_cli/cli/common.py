@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from dcmp_cli.choices import Method, Precision
@@ -103,6 +112,9 @@ CompileOption = Annotated[
 ]
 RecursiveOption = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of INPUT.")]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Write image data to stdout even when it is a terminal.")
+]
 ShardOption = Annotated[
     Optional[str],
     typer.Option("--shard", help="K/N: process only shard K of N (by a hash of each path), for N parallel jobs.",
@@ -198,8 +210,11 @@ def chosen(model: ImageModel | DepthEstimator) -> dict[str, object]:
 
 
 def make_progress(enabled: bool) -> Progress:
-    """The progress display every command uses, on stderr."""
+    """The progress display every command uses, on stderr: a spinner (work goes on even while
+    one large image is computed), counts, elapsed time and an ETA from every finished item
+    (however slow each one is)."""
     return Progress(
+        SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -207,6 +222,7 @@ def make_progress(enabled: bool) -> Progress:
         TimeRemainingColumn(),
         console=err_console(),
         disable=not enabled,
+        speed_estimate_period=24 * 3600,
     )
 
 
@@ -266,12 +282,14 @@ def render_summary(summary: BatchSummary, title: str) -> None:
     table = Table(title=title, show_header=True, header_style="bold")
     for column in ("done", "skipped", "failed", "ignored", "seconds"):
         table.add_column(column, justify="right")
-    seconds = sum(r.seconds for r in summary.results)
     table.add_row(
         *(str(summary.count(s)) for s in ("done", "skipped", "failed", "ignored")),  # type: ignore[arg-type]
-        f"{seconds:.1f}",
+        f"{summary.wall_seconds:.1f}",
     )
     console.print(table)
+    skipped = summary.count("skipped")
+    if skipped:
+        console.print(f"[yellow]skipped[/] {skipped}: output exists (--overwrite redoes it)", soft_wrap=True)
     for result in summary.failed:
         console.print(f"[red]failed[/] {result.input}: {result.reason}", soft_wrap=True)
     for result in summary.results:
@@ -285,7 +303,47 @@ def render_summary(summary: BatchSummary, title: str) -> None:
 
 def summary_json(summary: BatchSummary, **extra: object) -> dict:
     counts = {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")}  # type: ignore[arg-type]
-    return {**extra, "counts": counts, "files": [r.as_dict() for r in summary.results]}
+    return {**extra, "counts": counts, "wall_seconds": round(summary.wall_seconds, 3),
+            "files": [r.as_dict() for r in summary.results]}
+
+
+def finish_batch(summary: BatchSummary, title: str, json_out: bool, single: bool, **extra: object) -> None:
+    """Reports a finished batch (table or JSON, the output's path for a single input) and exits 1
+    when an item failed."""
+    if json_out:
+        print_json(summary_json(summary, command=title.split()[-1], **extra))
+    else:
+        render_summary(summary, title)
+        done = [r for r in summary.results if r.status == "done"]
+        if single and done:
+            err_console().print(f"wrote {done[0].output}", soft_wrap=True)
+    if not summary.ok:
+        raise typer.Exit(EXIT_FAILED_ITEMS)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a batch: say what was done and what is left, exit 130."""
+    from dcmp_cli.core.batch import BatchInterrupted
+
+    try:
+        yield
+    except BatchInterrupted as e:
+        err_console().print(
+            f"interrupted: {e.summary.count('done')} done, {e.remaining} left; re-run the same command to finish",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def check_stdout(output: str, force: bool) -> None:
+    """Refuses to write image bytes to a terminal (they would garble it) unless forced."""
+    if output == STREAM and _stdout_is_terminal() and not force:
+        fail("refusing to write image data to a terminal; redirect stdout (> file.png), pipe it, or pass --force")
 
 
 def run_stream(input: str, output: str, encode, default_ext: str) -> None:

@@ -9,10 +9,10 @@ import typer
 
 from dcmp_cli.choices import Method, Precision
 from dcmp_cli.cli.common import (
-    EXIT_FAILED_ITEMS,
     STREAM,
     CompileOption,
     DeviceOption,
+    ForceOption,
     JsonOption,
     MaxMemoryOption,
     MethodOption,
@@ -24,15 +24,15 @@ from dcmp_cli.cli.common import (
     TileOption,
     TileOverlapOption,
     announce_dehazer,
+    check_stdout,
     chosen,
     fail,
+    finish_batch,
+    interruptible,
     library_errors,
     note,
     parse_tiling,
-    print_json,
-    render_summary,
     run_stream,
-    summary_json,
     weights_option,
 )
 
@@ -40,11 +40,11 @@ from dcmp_cli.cli.common import (
 def dehaze_cli(
     input: Annotated[
         str,
-        typer.Argument(help="Image file, folder of images, glob pattern (quote it), or - for stdin.", show_default=False),
+        typer.Argument(metavar="INPUT", help="Image file, folder of images, glob pattern (quote it), or - for stdin.", show_default=False),
     ],
     output: Annotated[
         str,
-        typer.Argument(help="Output folder (mirrors sub-folders), a file for a single input, or - for stdout.", show_default=False),
+        typer.Argument(metavar="OUTPUT", help="Output folder (mirrors sub-folders), a file for a single input, or - for stdout.", show_default=False),
     ],
     method: MethodOption = Method.AUTO,
     weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
@@ -67,6 +67,7 @@ def dehaze_cli(
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write input | output next to each other.")] = False,
     overwrite: OverwriteOption = False,
     shard: ShardOption = None,
+    force: ForceOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Dehaze images with DCMPNet, or a weight-free method when no weights are at hand.
@@ -90,6 +91,7 @@ def dehaze_cli(
         side_by_side=side_by_side,
     )
     stream = STREAM in (input, output)
+    check_stdout(output, force)
     with library_errors():
         plan = None if stream else plan_image_jobs(input, output, recursive=recursive, ext=ext, suffix=suffix, shard=shard)
         dehazer = load_dehazer(method, weights, device=device, precision=precision, compile=compile, on_notice=note,
@@ -101,11 +103,6 @@ def dehaze_cli(
         return
     if not json_out:
         announce_dehazer(method, dehazer)
-    with RichBatchEvents("dehaze", enabled=None if not json_out else False) as events:
+    with interruptible(), RichBatchEvents("dehaze", enabled=None if not json_out else False) as events:
         summary = run_dehaze_jobs(plan, dehazer, options, overwrite=overwrite, events=events)
-    if json_out:
-        print_json(summary_json(summary, command="dehaze", **chosen(dehazer)))
-    else:
-        render_summary(summary, "dcmp dehaze")
-    if not summary.ok:
-        raise typer.Exit(EXIT_FAILED_ITEMS)
+    finish_batch(summary, "dcmp dehaze", json_out, plan.inputs.single_file, **chosen(dehazer))

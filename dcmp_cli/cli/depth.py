@@ -9,9 +9,9 @@ import typer
 
 from dcmp_cli.choices import Colormap, Method, Precision
 from dcmp_cli.cli.common import (
-    EXIT_FAILED_ITEMS,
     STREAM,
     DeviceOption,
+    ForceOption,
     JsonOption,
     MaxMemoryOption,
     OverwriteOption,
@@ -21,14 +21,14 @@ from dcmp_cli.cli.common import (
     ShardOption,
     TileOption,
     TileOverlapOption,
+    check_stdout,
     chosen,
+    finish_batch,
+    interruptible,
     library_errors,
     note,
     parse_tiling,
-    print_json,
-    render_summary,
     run_stream,
-    summary_json,
     weights_option,
 )
 
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 
 def depth_cli(
-    input: Annotated[str, typer.Argument(help="Image file, folder of images, glob pattern (quote it), or - for stdin.", show_default=False)],
-    output: Annotated[str, typer.Argument(help="Output folder, a file for a single input, or - for stdout.", show_default=False)],
+    input: Annotated[str, typer.Argument(metavar="INPUT", help="Image file, folder of images, glob pattern (quote it), or - for stdin.", show_default=False)],
+    output: Annotated[str, typer.Argument(metavar="OUTPUT", help="Output folder, a file for a single input, or - for stdout.", show_default=False)],
     method: Annotated[
         Method,
         typer.Option("--method", "-m", help="dcmp (DCMPNet's depth network, needs weights), dcp (−ln t of the dark "
@@ -67,6 +67,7 @@ def depth_cli(
     side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write input | (dehazed |) colour-mapped depth as one image.")] = False,
     overwrite: OverwriteOption = False,
     shard: ShardOption = None,
+    force: ForceOption = False,
     json_out: JsonOption = False,
 ) -> None:
     """Estimate relative depth: 0 = nearest, 1 = farthest, normalised per image.
@@ -78,14 +79,18 @@ def depth_cli(
     """
     from dcmp_cli.core.image_jobs import DepthOutputOptions, encode_depth, estimate_depth, plan_image_jobs, run_depth_jobs
     from dcmp_cli.core.loading import load_depth_estimator
+    from dcmp_cli.data.depth_io import DEPTH_EXTENSIONS
+    from dcmp_cli.data.image_io import IMAGE_EXTENSIONS
 
     tiling = parse_tiling(tile, tile_overlap, max_memory)
     target_ext = "." + ext.lstrip(".").lower()
     options = DepthOutputOptions(target_ext, suffix, colormap.value if colormap else None, side_by_side)
     stream = STREAM in (input, output)
+    check_stdout(output, force)
     with library_errors():
+        writable = IMAGE_EXTENSIONS if colormap or side_by_side else DEPTH_EXTENSIONS
         plan = None if stream else plan_image_jobs(input, output, recursive=recursive, ext=target_ext, suffix=suffix,
-                                                   shard=shard)
+                                                   shard=shard, writable=writable)
         estimator = load_depth_estimator(method, weights, dehaze_weights=dehaze_weights, input_is_clear=input_is_clear,
                                          device=device, precision=precision, on_notice=note, **tiling)  # type: ignore[arg-type]
     if plan is None:
@@ -97,14 +102,9 @@ def depth_cli(
         info["dehazed_by"] = chosen(estimator.dehazer)
     if not json_out:
         _announce(method, estimator)
-    with RichBatchEvents("depth", enabled=None if not json_out else False) as events:
+    with interruptible(), RichBatchEvents("depth", enabled=None if not json_out else False) as events:
         summary = run_depth_jobs(plan, estimator, options, overwrite=overwrite, events=events)
-    if json_out:
-        print_json(summary_json(summary, command="depth", **info))
-    else:
-        render_summary(summary, "dcmp depth")
-    if not summary.ok:
-        raise typer.Exit(EXIT_FAILED_ITEMS)
+    finish_batch(summary, "dcmp depth", json_out, plan.inputs.single_file, **info)
 
 
 def _announce(method: Method, estimator: DepthEstimator) -> None:

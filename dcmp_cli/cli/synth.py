@@ -52,10 +52,10 @@ class RichSynthEvents(LiveProgress, SynthEvents):
 
 
 def synth_cli(
-    clear: Annotated[str, typer.Argument(help="Folder (or glob) of clear images.", show_default=False)],
+    clear: Annotated[str, typer.Argument(metavar="CLEAR", help="Folder (or glob) of clear images.", show_default=False)],
     output: Annotated[
         Path,
-        typer.Argument(help="Dataset folder to create: hazy/, GT/, depth/, manifest.csv/json.", show_default=False),
+        typer.Argument(metavar="OUTPUT", help="Dataset folder to create: hazy/, GT/, depth/, manifest.csv/json.", show_default=False),
     ],
     depth: Annotated[
         Optional[Path],

@@ -167,8 +167,8 @@ def _render(reports: list[VideoReport], summary: BatchSummary, title: str) -> No
 
 
 def video_cli(
-    input: Annotated[Path, typer.Argument(help="Video file, folder of videos, or folder of frame images.", show_default=False)],
-    output: Annotated[Path, typer.Argument(help="Output video (or folder, for a folder of videos or of frames).", show_default=False)],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Video file, folder of videos, or folder of frame images.", show_default=False)],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output video (or folder, for a folder of videos or of frames).", show_default=False)],
     method: MethodOption = Method.AUTO,
     weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
     device: DeviceOption = "auto",

@@ -6,9 +6,12 @@ written atomically, so an existing output is complete). A job that fails is reco
 with its reason and the batch goes on. Progress leaves through :class:`BatchEvents`.
 
 Jobs given as :class:`Stages` run pipelined: while the model works on one image, a
-thread decodes the next and another encodes and writes the previous one (at most three
-images in memory). Stopping (Ctrl-C) lets the write in flight finish, so no output is
-left half-written.
+thread decodes the next and another encodes and writes the previous one. At most
+:data:`MAX_PENDING_SAVES` results wait to be written (the model waits otherwise), so
+memory holds about three images whatever the number of inputs.
+
+Stopping (Ctrl-C, SIGTERM) lets the writes in flight finish, so no output is left
+half-written, and raises :class:`BatchInterrupted` with what was done.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any, Callable, Literal
 from dcmp_cli.atomic import remove_stale_temporaries
 
 Status = Literal["done", "skipped", "failed", "ignored"]
+#: Results computed but not yet written, at most (back-pressure on the model).
+MAX_PENDING_SAVES = 1
 #: (done, total) progress within one item, e.g. the tiles of an image or the frames of a video.
 ProgressFn = Callable[[int, int], None]
 ProcessFn = Callable[[Path, Path, ProgressFn], None]
@@ -66,7 +71,10 @@ class ItemResult:
 
 @dataclass
 class BatchSummary:
+    """What happened to every input; ``wall_seconds``: the batch's elapsed time."""
+
     results: list[ItemResult] = field(default_factory=list)
+    wall_seconds: float = 0.0
 
     def count(self, status: Status) -> int:
         return sum(r.status == status for r in self.results)
@@ -78,6 +86,19 @@ class BatchSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """The batch was stopped (Ctrl-C, SIGTERM) after finishing the writes in flight.
+
+    ``summary``: the items finished so far; ``remaining``: jobs not done (a re-run of the
+    same batch does them, finished outputs are skipped).
+    """
+
+    def __init__(self, summary: BatchSummary, remaining: int) -> None:
+        super().__init__(f"interrupted: {summary.count('done')} done, {remaining} left")
+        self.summary = summary
+        self.remaining = remaining
 
 
 class BatchEvents:
@@ -135,6 +156,7 @@ def run_batch(
     the item failed (KeyboardInterrupt and SystemExit still stop the batch). Results
     keep the order of ``jobs``.
     """
+    started = time.perf_counter()
     events = events or BatchEvents()
     stages, pipelined = _as_stages(work)
     results: dict[int, ItemResult] = {}
@@ -163,31 +185,44 @@ def run_batch(
         source, output = jobs[i]
         return _timed(stages.load, source if pipelined else (source, output))
 
+    def summary() -> BatchSummary:
+        listed = [ItemResult(p, None, "ignored", reason="not an image file") for p in ignored or []]
+        listed += [ItemResult(p, None, "failed", reason=why) for p, why in problems or []]
+        return BatchSummary(listed + [results[i] for i in range(len(jobs)) if i in results],
+                            time.perf_counter() - started)
+
+    saves: list[tuple[int, Future, float]] = []
     with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=1) as saver:
-        saves: list[tuple[int, Future, float]] = []
         next_load: Future | None = loader.submit(load, todo[0]) if todo else None
-        for position, i in enumerate(todo):
-            source, output = jobs[i]
-            events.item_started(source)
-            assert next_load is not None
-            current, next_load = next_load, (loader.submit(load, todo[position + 1]) if position + 1 < len(todo) else None)
-            try:
-                data, load_seconds = current.result()
-                if stages.notes is not None:
-                    item_notes[i] = stages.notes(data)
-                remove_stale_temporaries(output)
-                result, compute_seconds = _timed(stages.compute, data, events.item_progress)
-            except Exception as error:  # noqa: BLE001 - a bad file must not stop the batch
-                finish(i, "failed", 0.0, describe_error(error))
-                continue
-            saves.append((i, saver.submit(_timed, stages.save, result, output), load_seconds + compute_seconds))
-            while saves and saves[0][1].done():
-                _finish_save(saves.pop(0), finish)
-        for pending in saves:
-            _finish_save(pending, finish)
-    skipped_files = [ItemResult(p, None, "ignored", reason="not an image file") for p in ignored or []]
-    unreadable = [ItemResult(p, None, "failed", reason=why) for p, why in problems or []]
-    return BatchSummary(skipped_files + unreadable + [results[i] for i in range(len(jobs))])
+        try:
+            for position, i in enumerate(todo):
+                source, output = jobs[i]
+                events.item_started(source)
+                assert next_load is not None
+                current = next_load
+                next_load = loader.submit(load, todo[position + 1]) if position + 1 < len(todo) else None
+                try:
+                    data, load_seconds = current.result()
+                    if stages.notes is not None:
+                        item_notes[i] = stages.notes(data)
+                    remove_stale_temporaries(output)
+                    result, compute_seconds = _timed(stages.compute, data, events.item_progress)
+                except Exception as error:  # noqa: BLE001 - a bad file must not stop the batch
+                    finish(i, "failed", 0.0, describe_error(error))
+                    continue
+                while len(saves) >= MAX_PENDING_SAVES:  # back-pressure: results do not pile up
+                    _finish_save(saves.pop(0), finish)
+                saves.append((i, saver.submit(_timed, stages.save, result, output), load_seconds + compute_seconds))
+            for pending in saves:
+                _finish_save(pending, finish)
+        except KeyboardInterrupt:
+            if next_load is not None:
+                next_load.cancel()
+            for pending in saves:  # writes in flight finish: no output is left half-written
+                if pending[0] not in results:
+                    _finish_save(pending, finish)
+            raise BatchInterrupted(summary(), sum(i not in results for i in todo)) from None
+    return summary()
 
 
 def _finish_save(pending: tuple[int, Future, float], finish: Callable[..., None]) -> None:

@@ -21,8 +21,10 @@ from dcmp_cli.core.depth import DepthEstimate, DepthEstimator
 from dcmp_cli.core.image_model import Dehazer, ProgressFn
 from dcmp_cli.data.depth_io import colorize
 from dcmp_cli.data.depth_io import encode_depth as encode_depth_map
-from dcmp_cli.data.files import InputSet, OutputNaming, collect_inputs, in_shard, parse_shard, plan_outputs
+from dcmp_cli.data.depth_io import DEPTH_EXTENSIONS
+from dcmp_cli.data.files import InputSet, OutputNaming, PlanError, collect_inputs, in_shard, parse_shard, plan_outputs
 from dcmp_cli.data.image_io import (
+    IMAGE_EXTENSIONS,
     LoadedImage,
     encode_image,
     encode_like,
@@ -33,6 +35,15 @@ from dcmp_cli.data.image_io import (
 
 #: Inputs smaller than this on either side are reported as failed.
 MIN_IMAGE_SIDE = 16
+
+
+class OutputFormatError(PlanError):
+    """An output would get a file type dcmp cannot write (``target``; ``allowed``: the extensions it can)."""
+
+    def __init__(self, target: Path, allowed: tuple[str, ...]) -> None:
+        kind = target.suffix or "(no extension)"
+        super().__init__(f"cannot write {kind} files ({target.name}); use one of {', '.join(allowed)}")
+        self.target, self.allowed = target, allowed
 
 
 @dataclass
@@ -92,6 +103,7 @@ def plan_image_jobs(
     ext: str | None = None,
     suffix: str = "",
     shard: str | tuple[int, int] | None = None,
+    writable: tuple[str, ...] = IMAGE_EXTENSIONS,
 ) -> ImageJobs:
     """Finds the images of INPUT (file, folder, glob) and names each one's output below OUTPUT.
 
@@ -100,12 +112,16 @@ def plan_image_jobs(
     output or an output would replace any file of INPUT, whatever the shard
     (:func:`~dcmp_cli.data.files.plan_outputs`). ``shard`` ("K/N" or (K, N)) then keeps
     a deterministic share of the jobs (by a hash of each path relative to INPUT).
+    ``writable``: the output extensions allowed (others raise :class:`OutputFormatError`).
     Raises :class:`~dcmp_cli.data.files.InputError` or :class:`~dcmp_cli.data.files.PlanError`.
     """
     k, n = (parse_shard(shard) if isinstance(shard, str) else shard) if shard is not None else (1, 1)
     naming = OutputNaming(Path(output), _ext(ext), suffix)
     inputs = collect_inputs(input, recursive, outputs=naming)
     jobs = plan_outputs(inputs, naming)
+    for _, target in jobs:
+        if target.suffix.lower() not in writable:
+            raise OutputFormatError(target, writable)
     if n > 1:
         jobs = [(source, target) for source, target in jobs if in_shard(source, inputs.root, k, n)]
         inputs.ignored = [p for p in inputs.ignored if in_shard(p, inputs.root, k, n)]
@@ -247,7 +263,9 @@ def estimate_depth_files(
 ) -> BatchSummary:
     """``dcmp depth INPUT OUTPUT`` in one call (``estimator`` None: :func:`~dcmp_cli.core.loading.load_depth_estimator`'s choice)."""
     target_ext = _ext(ext) or ".png"
-    plan = plan_image_jobs(input, output, recursive=recursive, ext=target_ext, suffix=suffix, shard=shard)
+    writable = IMAGE_EXTENSIONS if colormap or side_by_side else DEPTH_EXTENSIONS
+    plan = plan_image_jobs(input, output, recursive=recursive, ext=target_ext, suffix=suffix, shard=shard,
+                           writable=writable)
     if estimator is None:
         from dcmp_cli.core.loading import load_depth_estimator
 
