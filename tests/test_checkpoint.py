@@ -255,3 +255,16 @@ def test_torchscript_files_are_refused_unread(tmp_path):
         with pytest.raises(UnsafeFileError, match="it is a TorchScript program") as info:
             read(tmp_path / "program.pth")
         assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    from dcmp_cli.core.checkpoint import CheckpointError, read_checkpoint
+    from dcmp_cli.models import create_model
+
+    model = create_model("dcmpnet-tiny", "dehaze")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first].fill_(float("nan"))
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match="non-finite weights.*diverged"):
+        read_checkpoint(tmp_path / "nan.pth")

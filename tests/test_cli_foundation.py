@@ -193,3 +193,28 @@ def test_info_describes_official_and_dcmp_checkpoints(isolated, tiny_dehaze_ckpt
     assert report["kind"] == "dehaze" and report["preset"] == "dcmpnet-tiny" and report["source"] == "dcmp"
     assert report["metadata"]["trained_on"].startswith("nothing")
     assert report["loads_strictly"] is True
+
+
+def test_info_without_a_path_says_which_weights_would_be_used(isolated, tiny_dehaze_ckpt):
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0
+    assert "dehazing network: none found" in result.output and "weights/DIACMPN-dehaze-Indoor.pth" in result.output
+    (isolated / "weights").mkdir()
+    target = isolated / "weights" / "dcmpnet-dehaze.safetensors"
+    target.write_bytes(tiny_dehaze_ckpt.read_bytes())
+    result = runner.invoke(app, ["info", "--json"])
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["dehaze"]["found"] == str(target.resolve()) or report["dehaze"]["found"].endswith(
+        "weights/dcmpnet-dehaze.safetensors")
+    assert report["depth"]["found"] is None and report["depth"]["searched"]
+
+
+def test_info_lists_each_metadata_key_once_with_rounded_numbers(isolated):
+    official = isolated / "DIACMPN-dehaze-Indoor.pth"
+    torch.save({"dehaze_net": official_state_dict("dehaze"), "max_psnr": 23.123456789}, official)
+    result = runner.invoke(app, ["info", str(official)])
+    assert "23.12" in result.output and "23.1234" not in result.output
+    lines = [line.split()[0] for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == len(set(lines))

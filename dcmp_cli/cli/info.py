@@ -1,27 +1,84 @@
-"""`dcmp info`: what a checkpoint holds."""
+"""`dcmp info`: which weights would be used, and what a checkpoint holds."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
 from dcmp_cli.cli.common import JsonOption, fail, out_console, print_json
 
+#: Metadata keys shown in their own rows (not repeated under "metadata").
+_SHOWN = {"kind", "preset", "format", "format_version", "model_kwargs"}
+
+
+def _value(text: str) -> str:
+    """Metadata values for people: numbers rounded, JSON lists/dicts compact."""
+    try:
+        value: Any = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return text
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(", ", ": "))
+    return str(value)
+
+
+def _defaults_report() -> dict[str, Any]:
+    from dcmp_cli.core.weights import WEIGHTS_DIR_ENV, WEIGHTS_ENV, WeightsNotFound, find_default_weights, search_places
+
+    report: dict[str, Any] = {"weights_dir_env": WEIGHTS_DIR_ENV}
+    for kind in ("dehaze", "depth"):
+        try:
+            found = find_default_weights(kind)  # type: ignore[arg-type]
+            problem = None
+        except WeightsNotFound as e:
+            found, problem = None, str(e)
+        report[kind] = {
+            "env": WEIGHTS_ENV[kind],  # type: ignore[index]
+            "found": str(found) if found else None,
+            "problem": problem,
+            "searched": [str(p) for p in search_places(kind)],  # type: ignore[arg-type]
+        }
+    return report
+
+
+def _render_defaults(report: dict[str, Any]) -> None:
+    console = out_console()
+    for kind, title in (("dehaze", "dehazing network"), ("depth", "depth network")):
+        entry = report[kind]
+        if entry["found"]:
+            console.print(f"{title}: {entry['found']}")
+        else:
+            reason = entry["problem"] or "none found"
+            console.print(f"{title}: {reason} (the weight-free default runs instead)")
+        console.print(f"  looked for (in order): ${entry['env']}, then", soft_wrap=True)
+        for place in entry["searched"]:
+            console.print(f"    {place}", soft_wrap=True)
+    console.print(f"${report['weights_dir_env']} adds a folder in front of ./weights.")
+
 
 def info_cli(
-    path: Annotated[Path, typer.Argument(help="Checkpoint file (.pth, .pt or .safetensors).", show_default=False)],
+    path: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="[CHECKPOINT]", help="Checkpoint file (.pth, .pt or .safetensors). Without one: which "
+                       "default weights would be used, and where dcmp looks for them.", show_default=False),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Say what a checkpoint holds: network kind, preset, parameters, metadata, conversion.
+    """Say which weights dcmp would use, or what a checkpoint holds and whether it loads.
 
-    Checks that the weights load into the network with strict key checking. Default
-    weights are looked up in $DCMP_WEIGHTS / $DCMP_DEPTH_WEIGHTS, then
-    $DCMP_WEIGHTS_DIR, ./weights and ~/.local/share/dcmp/weights.
+    Default weights come from $DCMP_WEIGHTS / $DCMP_DEPTH_WEIGHTS, else the first known
+    file name found in $DCMP_WEIGHTS_DIR, ./weights and ~/.local/share/dcmp/weights.
     """
+    if path is None:
+        report = _defaults_report()
+        print_json(report) if json_out else _render_defaults(report)
+        return
     from dcmp_cli.core.checkpoint import CheckpointError, read_checkpoint
     from dcmp_cli.core.official import UNUSED_OFFICIAL_MODULES
 
@@ -32,6 +89,7 @@ def info_cli(
         fail(str(e))
     dropped_modules = sorted({k.split(".")[0] for k in checkpoint.dropped_keys if k.split(".")[0] in UNUSED_OFFICIAL_MODULES})
     dropped_buffers = sum(k.endswith("relative_positions") for k in checkpoint.dropped_keys)
+    metadata = {k: v for k, v in checkpoint.metadata.items() if k not in _SHOWN}
     report = {
         "path": str(path),
         "kind": checkpoint.kind,
@@ -42,7 +100,7 @@ def info_cli(
         "loads_strictly": True,
         "dropped_official_modules": dropped_modules,
         "dropped_relative_position_buffers": dropped_buffers,
-        "metadata": {k: v for k, v in checkpoint.metadata.items() if k != "model_kwargs"},
+        "metadata": metadata,
         "model_kwargs": checkpoint.model_kwargs,
     }
     if json_out:
@@ -54,16 +112,20 @@ def info_cli(
     table.add_column()
     table.add_row("file", str(path))
     table.add_row("holds", f"{kind}, preset {checkpoint.preset}")
-    table.add_row("format", {"official": "authors' checkpoint (converted)", "dcmp": "dcmp safetensors",
-                             "state-dict": "bare state dict"}[checkpoint.source])
+    fmt = {"official": "authors' checkpoint (converted)", "state-dict": "bare state dict"}.get(checkpoint.source)
+    if fmt is None:
+        fmt = f"dcmp safetensors, format {checkpoint.metadata.get('format_version', '?')}"
+    table.add_row("format", fmt)
     table.add_row("parameters", f"{checkpoint.num_parameters:,} in {len(checkpoint.state_dict)} tensors")
     table.add_row("loads", "yes, strict key and shape check passed")
     if checkpoint.source == "official":
         dropped = ", ".join(dropped_modules) or "none"
         table.add_row("conversion", f"clean; dropped unused modules: {dropped}; "
                       f"{dropped_buffers} relative-position buffers (rebuilt)")
-    for key, value in report["metadata"].items():
-        table.add_row(key, value)
     if checkpoint.preset == "custom":
         table.add_row("model_kwargs", json.dumps(checkpoint.model_kwargs))
+    if metadata:
+        table.add_row("metadata", "")
+        for key in sorted(metadata):
+            table.add_row(f"  {key}", _value(metadata[key]))
     out_console().print(table)

@@ -337,9 +337,21 @@ def _closest_preset(kind: Kind, state_dict: Mapping[str, torch.Tensor]) -> tuple
 def read_checkpoint(path: str | os.PathLike, kind: Kind | None = None) -> Checkpoint:
     """Reads any supported checkpoint. ``kind``, if given, is the network the caller needs.
 
-    Raises :class:`CheckpointError` (one line) for unreadable, unsafe or unsuitable files.
+    Raises :class:`CheckpointError` (one line) for unreadable, unsafe or unsuitable files,
+    and for weights that are not all finite (a diverged training run).
     """
-    path = Path(path)
+    checkpoint = _read_checkpoint(Path(path), kind)
+    bad = [key for key, tensor in checkpoint.state_dict.items()
+           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise CheckpointError(
+            f"{path} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. {bad[0]}: the training "
+            "that wrote it diverged; use an earlier checkpoint"
+        )
+    return checkpoint
+
+
+def _read_checkpoint(path: Path, kind: Kind | None) -> Checkpoint:
     fmt = _sniff(path)
     metadata: dict[str, str] = {}
     if fmt == "safetensors":

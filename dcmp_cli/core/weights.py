@@ -40,6 +40,13 @@ def weights_dirs() -> list[Path]:
     return dirs
 
 
+def search_places(kind: Kind) -> list[Path]:
+    """Every file looked at for ``kind``'s default weights, in order (the environment variable's file first)."""
+    env = os.environ.get(WEIGHTS_ENV[kind])
+    places = [Path(env).expanduser()] if env else []
+    return places + [directory / name for directory in weights_dirs() for name in DEFAULT_FILE_NAMES[kind]]
+
+
 def find_default_weights(kind: Kind) -> Path | None:
     """The default checkpoint for ``kind``, or None. A set but missing env file raises."""
     env = WEIGHTS_ENV[kind]
@@ -48,20 +55,4 @@ def find_default_weights(kind: Kind) -> Path | None:
         if not path.is_file():
             raise WeightsNotFound(f"${env} points to {path}, which does not exist")
         return path
-    for directory in weights_dirs():
-        for name in DEFAULT_FILE_NAMES[kind]:
-            candidate = directory / name
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def missing_weights_hint(kind: Kind) -> str:
-    """One line on how to get weights for ``kind``."""
-    what = "dehazing" if kind == "dehaze" else "depth"
-    names = " or ".join(DEFAULT_FILE_NAMES[kind][:2])
-    return (
-        f"no {what} weights found: pass --weights FILE, set ${WEIGHTS_ENV[kind]}, or put {names} "
-        f"into ./weights (authors' checkpoints: github.com/zhoushen1/DCMPNet; or train your own with "
-        f"`dcmp train`)"
-    )
+    return next((place for place in search_places(kind) if place.is_file()), None)
