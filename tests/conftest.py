@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to ../shared (skipped cleanly when absent), tiny checkpoints, synthetic haze."""
+"""Shared fixtures: an environment without default weights, tiny checkpoints, the reference fixtures (helpers live in helpers.py)."""
 
 from __future__ import annotations
 
@@ -7,19 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import shared_path
 
 from dcmp_cli.core.checkpoint import save_checkpoint
 from dcmp_cli.models import create_model, get_preset
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def shared_path(*parts: str) -> Path:
-    """A path under ../shared, or skip the test when it is not there."""
-    path = SHARED.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"needs ../shared/{'/'.join(parts)} (not present)")
-    return path
 
 
 @pytest.fixture
@@ -55,23 +46,6 @@ def trained_weights() -> Path:
     return shared_path("weights", "dcmpnet-sots-briefly-trained.pth")
 
 
-def synthetic_hazy(height: int = 48, width: int = 64, seed: int = 0, beta: float = 1.2, airlight: float = 0.9):
-    """(clear, hazy, depth) float32 arrays: a textured scene hazed by I = J·t + A·(1 − t)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    clear = np.stack(
-        [
-            0.5 + 0.4 * np.sin(xx / 5.0 + c) * np.cos(yy / 7.0 - c) + 0.05 * rng.standard_normal((height, width))
-            for c in range(3)
-        ],
-        axis=2,
-    ).clip(0, 1).astype(np.float32)
-    depth = (1.0 - yy / height).astype(np.float32)  # top far, bottom near
-    t = np.exp(-beta * depth)[:, :, None]
-    hazy = (clear * t + airlight * (1 - t)).astype(np.float32)
-    return clear, hazy, depth
-
-
 @pytest.fixture
 def tiny_dehaze_ckpt(tmp_path) -> Path:
     torch.manual_seed(0)
@@ -85,9 +59,3 @@ def tiny_depth_ckpt(tmp_path) -> Path:
     torch.manual_seed(1)
     model = create_model("dcmpnet-tiny", "depth")
     return save_checkpoint(tmp_path / "tiny-depth.safetensors", model, "depth", get_preset("dcmpnet-tiny").kwargs("depth"))
-
-
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    from dcmp_cli.data.image_io import write_image
-
-    return write_image(path, rgb)

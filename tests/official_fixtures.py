@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from conftest import shared_path
+from helpers import shared_path
 
 from dcmp_cli.models.transformer import log_relative_positions
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_hazy
+from helpers import synthetic_hazy
 from PIL import Image
 from typer.testing import CliRunner
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_hazy
+from helpers import synthetic_hazy
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app, misplaced_option_hint

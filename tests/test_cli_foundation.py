@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_hazy, write_png
+from helpers import synthetic_hazy, write_png
 from official_fixtures import official_state_dict
 from typer.testing import CliRunner
 

@@ -7,7 +7,11 @@ import torch
 from official_fixtures import official_state_dict, read_keys
 
 from dcmp_cli.core.checkpoint import read_checkpoint
-from dcmp_cli.core.official import UNUSED_OFFICIAL_MODULES, convert_official_state_dict, infer_official_config
+from dcmp_cli.core.official import (
+    UNUSED_OFFICIAL_MODULES,
+    convert_official_state_dict,
+    infer_official_config,
+)
 from dcmp_cli.models import build_model, match_preset
 
 TOL = 1e-4

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import synthetic_hazy
+from helpers import synthetic_hazy
 from PIL import Image
 from typer.testing import CliRunner
 

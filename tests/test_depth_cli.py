@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from conftest import synthetic_hazy
+from helpers import synthetic_hazy
 from PIL import Image
 from typer.testing import CliRunner
 

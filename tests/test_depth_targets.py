@@ -7,7 +7,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from helpers import shared_path
 
 from dcmp_cli.data.haze import add_haze, normalise_depth_map
 from dcmp_cli.training.depth_targets import (

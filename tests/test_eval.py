@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import shared_path, synthetic_hazy, write_png
+from helpers import shared_path, synthetic_hazy, write_png
 from test_metrics import independent_psnr, independent_ssim
 from typer.testing import CliRunner
 

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path, synthetic_hazy
+from helpers import shared_path, synthetic_hazy
 from official_fixtures import official_state_dict
 
 from dcmp_cli.core.checkpoint import read_checkpoint

@@ -25,7 +25,13 @@ from dcmp_cli.data.files import (
     plan_outputs,
 )
 from dcmp_cli.data.image_io import ImageWriteError
-from dcmp_cli.data.synth import NothingSynthesizedError, SynthConfig, SynthError, synthesize, write_manifest
+from dcmp_cli.data.synth import (
+    NothingSynthesizedError,
+    SynthConfig,
+    SynthError,
+    synthesize,
+    write_manifest,
+)
 
 needs_permissions = pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file permissions")
 

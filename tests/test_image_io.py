@@ -9,7 +9,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import shared_path
+from helpers import shared_path
 from PIL import Image, ImageCms
 from PIL.ExifTags import IFD, Base
 from PIL.PngImagePlugin import PngInfo

@@ -9,11 +9,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import shared_path, synthetic_hazy
+from helpers import shared_path, synthetic_hazy
 
 from dcmp_cli.data.datasets import discover_pairs, load_pair
 from dcmp_cli.data.image_io import image_to_tensor
-from dcmp_cli.metrics import IDENTICAL_PSNR, PROTOCOLS, gaussian_window, psnr, score, ssim, ssim_downscale, ssim_map
+from dcmp_cli.metrics import (
+    IDENTICAL_PSNR,
+    PROTOCOLS,
+    gaussian_window,
+    psnr,
+    score,
+    ssim,
+    ssim_downscale,
+    ssim_map,
+)
 from dcmp_cli.noref import colourfulness, haze_density, no_reference, rms_contrast
 from dcmp_cli.prior import DarkChannelPrior
 
@@ -281,7 +290,12 @@ def test_noise_amplification_measures_the_fine_scale_gain_in_smooth_bright_areas
 
 
 def test_luma_ratio_colour_cast_and_dark_channel_ratio():
-    from dcmp_cli.noref import colour_cast, colour_cast_shift, dark_channel_ratio, luma_ratio
+    from dcmp_cli.noref import (
+        colour_cast,
+        colour_cast_shift,
+        dark_channel_ratio,
+        luma_ratio,
+    )
 
     image = _smooth_bright(noise=0.0)
     assert luma_ratio(image, image * 0.5) == pytest.approx(0.5, rel=1e-4)

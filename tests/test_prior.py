@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import synthetic_hazy
+from helpers import synthetic_hazy
 
 from dcmp_cli.data.haze import add_haze
 from dcmp_cli.prior import DarkChannelPrior, depth_from_transmission, guided_filter

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from conftest import synthetic_hazy
+from helpers import synthetic_hazy
 
 from dcmp_cli.data.haze import add_haze
 from dcmp_cli.data.video.testclips import textured_scene

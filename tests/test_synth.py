@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import synthetic_hazy, write_png
+from helpers import synthetic_hazy, write_png
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
@@ -16,7 +16,14 @@ from dcmp_cli.data.datasets import discover_pairs, load_pair
 from dcmp_cli.data.depth_io import read_depth_png
 from dcmp_cli.data.haze import add_haze, vertical_gradient_depth
 from dcmp_cli.data.image_io import read_image, write_image
-from dcmp_cli.data.synth import STAND_IN, SynthConfig, SynthError, draw_parameters, read_manifest, synthesize
+from dcmp_cli.data.synth import (
+    STAND_IN,
+    SynthConfig,
+    SynthError,
+    draw_parameters,
+    read_manifest,
+    synthesize,
+)
 
 runner = CliRunner()
 SIZE = (36, 48)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_hazy
+from helpers import synthetic_hazy
 
 from dcmp_cli.core.checkpoint import read_checkpoint
 from dcmp_cli.core.device import resolve_device
@@ -150,7 +150,7 @@ def _psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_tiles_with_shared_statistics_match_the_whole_image_with_real_weights(trained_weights):
     """DESIGN.md §4 / issue 3: tiled (256) vs whole-image ≥ 40 dB with real weights; naive tiling is worse."""
-    from conftest import shared_path
+    from helpers import shared_path
 
     image = image_to_tensor(read_image(shared_path("data", "real", "classic_canyon.png")).rgb)
     checkpoint = read_checkpoint(trained_weights)
@@ -169,9 +169,9 @@ def test_tiles_with_shared_statistics_match_the_whole_image_with_real_weights(tr
 
 
 def test_cli_tile_options(tmp_path, tiny_dehaze_ckpt):
+    from helpers import write_png
     from typer.testing import CliRunner
 
-    from conftest import write_png
     from dcmp_cli.cli.app import app
 
     _, hazy, _ = synthetic_hazy(130, 100, seed=1)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_hazy, write_png
+from helpers import synthetic_hazy, write_png
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import synthetic_hazy, write_png
+from helpers import synthetic_hazy, write_png
 
 from dcmp_cli.data.datasets import discover_pairs
 from dcmp_cli.data.image_io import write_image

@@ -11,13 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_hazy, write_png
+from helpers import synthetic_hazy, write_png
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.training import trainer as trainer_module
-from dcmp_cli.training.atomic_folder import leftovers, recover_folder, write_folder_atomic
+from dcmp_cli.training.atomic_folder import (
+    leftovers,
+    recover_folder,
+    write_folder_atomic,
+)
 from dcmp_cli.training.config import TrainConfig, build_config
 from dcmp_cli.training.run_folder import RunFolderError, RunPaths, prepare_run
 from dcmp_cli.training.state import load_state

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import synthetic_hazy, write_png
+from helpers import synthetic_hazy, write_png
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app

@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 import pytest
-from video_clips import audio_seconds, make_clip, truncate
 from typer.testing import CliRunner
+from video_clips import audio_seconds, make_clip, truncate
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.core.prior_models import PriorDehazer

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import shared_path
+from helpers import shared_path
 
+from dcmp_cli.core.flicker import FlickerMeter, flicker
 from dcmp_cli.core.predictor import DehazePredictor
 from dcmp_cli.core.prior_models import PriorDehazer
-from dcmp_cli.prior import DarkChannelPrior, LayeredDehazer
-from dcmp_cli.core.flicker import FlickerMeter, flicker
 from dcmp_cli.core.temporal import (
     SceneCutDetector,
     SequentialStats,
@@ -22,7 +21,7 @@ from dcmp_cli.core.video import natural_key
 from dcmp_cli.data.video.testclips import hazy_clip
 from dcmp_cli.models import create_model
 from dcmp_cli.models.global_stats import StatsPolicy
-
+from dcmp_cli.prior import DarkChannelPrior, LayeredDehazer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import shared_path
-from video_clips import audio_seconds, make_clip, truncate  # test_video_cli imports the first two from here
+from helpers import shared_path
+from video_clips import (  # test_video_cli imports the first two from here
+    audio_seconds,
+    make_clip,
+    truncate,
+)
 
 import dcmp_cli.data.video as video_package
 from dcmp_cli.data.image_io import quantize, write_image
@@ -22,7 +26,12 @@ from dcmp_cli.data.video.encode import EncodeOptions, open_video_writer
 from dcmp_cli.data.video.errors import IncompleteVideoError, VideoError, VideoWriteError
 from dcmp_cli.data.video.ffmpeg import ffmpeg_exe, video_encoders
 from dcmp_cli.data.video.files import VIDEO_EXTENSIONS
-from dcmp_cli.data.video.probe import ColorInfo, exact_frame_rate, parse_color, probe_video
+from dcmp_cli.data.video.probe import (
+    ColorInfo,
+    exact_frame_rate,
+    parse_color,
+    probe_video,
+)
 from dcmp_cli.data.video.testclips import hazy_clip
 
 # --------------------------------------------------------------------------- probing
