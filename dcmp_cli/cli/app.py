@@ -60,17 +60,18 @@ class _Command(TyperCommand):
         return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in super().collect_usage_pieces(ctx)]
 
 
+#: Command -> (function, one line for `dcmp --help`), in workflow order.
 COMMANDS = {
-    "dehaze": dehaze_cli,
-    "depth": depth_cli,
-    "video": video_cli,
-    "eval": eval_cli,
-    "synth": synth_cli,
-    "train": train_cli,
-    "info": info_cli,
+    "dehaze": (dehaze_cli, "Dehaze images: DCMPNet, or the weight-free default without weights."),
+    "depth": (depth_cli, "Relative depth maps of hazy (or clear) images."),
+    "video": (video_cli, "Dehaze videos or folders of frames, without flicker."),
+    "eval": (eval_cli, "PSNR/SSIM of dehazing models on paired datasets (paper protocols)."),
+    "synth": (synth_cli, "Make a paired hazy/clear dataset with the scattering model."),
+    "train": (train_cli, "Train DCMPNet's dehazing and depth networks together."),
+    "info": (info_cli, "Which weights would be used, or what a checkpoint holds."),
 }
-for _name, _function in COMMANDS.items():
-    app.command(_name, cls=_Command)(_function)
+for _name, (_function, _short) in COMMANDS.items():
+    app.command(_name, cls=_Command, short_help=_short)(_function)
 
 #: Global options, which go before the command name.
 GLOBAL_OPTIONS = ("--threads", "--version", "-V")

@@ -204,7 +204,7 @@ def video_cli(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Dehaze videos with DCMPNet (or the dark channel prior), without flicker.
+    """Dehaze videos with DCMPNet (or the weight-free default), without flicker.
 
     Keeps size, frame rate, frame count, rotation, colour tags, metadata
     and the audio streams (copied unchanged). Frames stream through in
