@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,44 @@ def test_dehaze_files_is_the_command(isolated):
     assert summary.ok and summary.count("done") == 2
     for i in range(2):
         assert (isolated / "py" / f"p{i}.png").read_bytes() == (isolated / "cli" / f"p{i}.png").read_bytes()
+
+
+def test_the_other_commands_are_one_call_each(isolated):
+    """The README's Python section, call by call, on small generated data."""
+    from dcmp_cli.data.video.encode import open_video_writer
+    from dcmp_cli.data.video.probe import probe_video
+    from dcmp_cli.data.video.testclips import hazy_clip
+
+    # dcmp synth clear/ my_set/ -k 2
+    for i in range(2):
+        write_image(isolated / "clear" / f"c{i}.png", synthetic_hazy(40, 48, seed=i)[0])
+    report, (csv_path, json_path) = dcmp_cli.synthesize_dataset(isolated / "clear", isolated / "set", per_image=2)
+    assert len(report.records) == 4 and csv_path.is_file() and json_path.is_file()
+
+    # dcmp eval -D set -m none -m layered
+    rows = dcmp_cli.eval_models(["none", "layered"])
+    (dataset,) = dcmp_cli.evaluate_datasets([isolated / "set"], rows)
+    assert [m.model.label for m in dataset.models] == ["hazy input", "layered"]
+    assert dataset.models[1].psnr > dataset.models[0].psnr
+
+    # dcmp video clip.mp4 clear.mp4
+    from fractions import Fraction
+
+    from dcmp_cli.data.video.encode import EncodeOptions
+
+    frames = list(hazy_clip(6, 32, 48))
+    with open_video_writer(isolated / "clip.mp4", 48, 32, Fraction(25), EncodeOptions()) as sink:
+        for frame in frames:
+            sink.write(quantize(frame, 8))
+    summary, reports = dcmp_cli.dehaze_videos(isolated / "clip.mp4", isolated / "clear.mp4")
+    assert summary.ok and reports[0].frames == 6 and probe_video(isolated / "clear.mp4").frame_count == 6
+
+    # dcmp train --config configs/tiny-cpu.toml --data set --out run --iters 2
+    config = dcmp_cli.resolve_train_config(
+        Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.toml",
+        {"data": str(isolated / "set"), "iters": 2, "patch_size": 32, "batch_size": 2, "num_workers": 0},
+    )
+    result = dcmp_cli.train(config, isolated / "run")
+    assert result.step == 2
+    (weights,) = result.last_dir.glob("*-dehaze.safetensors")
+    assert dcmp_cli.load_dehazer(weights=weights).method == "dcmp"
