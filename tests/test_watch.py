@@ -23,12 +23,13 @@ from dcmp_cli.core.image_jobs import OutputOptions, dehaze_files
 from dcmp_cli.core.image_model import Dehazer, ProgressFn, TemporalState
 from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.core.temporal import GlobalsEMA
-from dcmp_cli.core.watch import WatchBackendError, WatchStarted, filesystem_type, watch_dehaze
+from dcmp_cli.core.watch import Backend, WatchBackendError, WatchStarted, filesystem_type, watch_dehaze
 from dcmp_cli.data.files import InputError, OutputCollisionError, PlanError
 from dcmp_cli.prior import create_prior
 
 SETTLE = 0.2
 POLL = 0.05
+DEFAULT_OPTIONS = OutputOptions()
 
 
 class Invert(Dehazer):
@@ -116,8 +117,8 @@ def run_watch(
     scenario: Callable[[Recorder], None] | None = None,
     *,
     dehazer: Dehazer | None = None,
-    options: OutputOptions = OutputOptions(),
-    backend: str = "poll",
+    options: OutputOptions = DEFAULT_OPTIONS,
+    backend: Backend = "poll",
     settle: float = SETTLE,
     **kwargs,
 ):
@@ -139,7 +140,7 @@ def run_watch(
                 raise AssertionError("the watch never became ready")
             if scenario is not None:
                 scenario(recorder)
-        except BaseException as error:  # handed to the test thread
+        except BaseException as error:  # noqa: BLE001 - handed to the test thread, raised there
             errors.append(error)
         finally:
             stop.set()
@@ -161,7 +162,7 @@ def run_watch(
 
 
 @pytest.fixture(params=["poll", "events"])
-def backend(request) -> str:
+def backend(request) -> Backend:
     if request.param == "events":
         pytest.importorskip("watchfiles")
     return request.param
@@ -246,7 +247,7 @@ def test_non_image_corrupt_tiny_and_temporary_files(tmp_path):
         rec.wait_for("good.png")
         rounds()
 
-    summary, rec, _ = run_watch(src, out, scenario)
+    summary, _, _ = run_watch(src, out, scenario)
     assert by_name(summary.results) == {
         "notes.txt": ["ignored"], "corrupt.png": ["failed"], "tiny.png": ["failed"], "good.png": ["done"],
     }
@@ -255,6 +256,38 @@ def test_non_image_corrupt_tiny_and_temporary_files(tmp_path):
     assert "too small" in reasons["tiny.png"]
     assert reasons["notes.txt"] == "not an image file"
     assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+
+
+def test_file_growing_again_while_read_is_not_reported(tmp_path, monkeypatch):
+    """A writer that resumes while the settled file is being read: the read is discarded, not a failure."""
+    from dcmp_cli.core import watch
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    data = png_bytes(31)
+    real_read = watch.read_image
+    resumed: list[Path] = []
+
+    def read_while_writer_resumes(path):
+        try:
+            return real_read(path)
+        finally:
+            if not resumed:  # the rest of the file arrives during the first read
+                resumed.append(path)
+                with open(path, "ab") as f:
+                    f.write(data[len(data) // 2:])
+
+    monkeypatch.setattr(watch, "read_image", read_while_writer_resumes)
+
+    def scenario(rec: Recorder) -> None:
+        (src / "resumed.png").write_bytes(data[: len(data) // 2])
+        rec.wait_for("resumed.png")
+        rounds()
+
+    summary, _, _ = run_watch(src, out, scenario)
+    assert resumed == [src / "resumed.png"]
+    assert by_name(summary.results) == {"resumed.png": ["done"]}
+    assert np.array_equal(pixels(out / "resumed.png"), 255 - image(31))
 
 
 def test_changed_file_after_failure_is_looked_at_again(tmp_path):
@@ -315,17 +348,21 @@ def test_output_inside_input_does_not_loop(tmp_path, backend):
     src = tmp_path / "in"
     out = src / "out"
     write_png(src / "a.png", 14)
+    write_png(src / "old.png", 32)
+    write_png(out / "old.png", 33)  # an earlier run's result
 
     def scenario(rec: Recorder) -> None:
         rec.wait_for("a.png")
         write_png(src / "b.png", 15)
         rec.wait_for("b.png")
+        write_png(out / "old.png", 34)  # files changed or dropped in OUTPUT are never inputs
+        write_png(out / "dropped.png", 35)
         rounds(6)
 
     summary, _, _ = run_watch(src, out, scenario, backend=backend, recursive=True)
     assert sorted((r.input.relative_to(src).as_posix(), r.status) for r in summary.results) == [
-        ("a.png", "done"), ("b.png", "done")]
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.png", "b.png"]
+        ("a.png", "done"), ("b.png", "done"), ("old.png", "skipped")]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.png", "b.png", "dropped.png", "old.png"]
 
 
 def test_in_place_with_suffix_does_not_loop(tmp_path, backend):
@@ -484,7 +521,7 @@ def test_auto_polls_without_watchfiles(tmp_path, monkeypatch):
 
 
 def test_auto_polls_on_network_file_systems(tmp_path, monkeypatch):
-    import dcmp_cli.core.watch as watch
+    from dcmp_cli.core import watch
 
     src = tmp_path / "in"
     src.mkdir()
@@ -502,12 +539,12 @@ def test_auto_uses_file_events_when_it_can(tmp_path):
 
 
 def test_filesystem_type_from_mountinfo():
-    mountinfo = "\n".join([
-        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
-        "40 22 0:35 / /mnt/photo\\040share rw,relatime shared:20 - nfs4 server:/photos rw,vers=4.2",
-        "41 22 0:36 / /mnt/scans rw - cifs //nas/scans rw",
-        "42 41 0:37 / /mnt/scans/local rw master:3 - tmpfs tmpfs rw",
-    ])
+    mountinfo = (
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        "40 22 0:35 / /mnt/photo\\040share rw,relatime shared:20 - nfs4 server:/photos rw,vers=4.2\n"
+        "41 22 0:36 / /mnt/scans rw - cifs //nas/scans rw\n"
+        "42 41 0:37 / /mnt/scans/local rw master:3 - tmpfs tmpfs rw\n"
+    )
     assert filesystem_type("/home/me/in", mountinfo) == "ext4"
     assert filesystem_type("/mnt/photo share/in", mountinfo) == "nfs4"
     assert filesystem_type("/mnt/photo sharefolder", mountinfo) == "ext4"
