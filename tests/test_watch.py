@@ -201,6 +201,15 @@ def test_existing_files_then_arrivals(tmp_path, backend):
     assert summary.ok and [r.input.name for r in rec.finished] == [r.input.name for r in summary.results]
 
 
+def test_files_found_at_start_go_in_name_order(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    names = ["f.png", "b.png", "e.png", "a.png", "d.png", "c.png"]
+    for seed, name in enumerate(names):
+        write_png(src / name, 40 + seed, (16, 16))
+    summary, _, _ = run_watch(src, out, lambda rec: rec.wait_for("f.png"))
+    assert [(r.input.name, r.status) for r in summary.results] == [(name, "done") for name in sorted(names)]
+
+
 def test_slow_write_is_processed_once_when_complete(tmp_path, backend):
     """A JPEG written in chunks over longer than ``settle`` (pauses shorter than it): never read half-written."""
     src, out, reference = tmp_path / "in", tmp_path / "out", tmp_path / "reference"

@@ -24,6 +24,10 @@ reported as failed, once; should it change again later, it is looked at again. (
 writer that pauses for longer than ``settle`` in the middle of a file can therefore
 see it reported as failed first, and dehazed once complete.)
 
+Files found at start settle like arrivals (one ``settle`` wait), and images are
+dehazed one at a time, in the order they settled (no decode/encode pipelining as in a batch
+run), so that ``stop`` is honoured after any item.
+
 **Files changed after processing.** A file modified after it was processed is looked at
 again, like a new file: with ``overwrite`` it is dehazed again and its output replaced;
 without, it is reported as skipped (its output exists), as a batch re-run would. A file
@@ -270,8 +274,9 @@ class _Watch:
             except NoImagesError:  # an empty folder is fine to watch
                 backlog = 0
             files, problems = self._scan(self.root)
+            now = time.monotonic()  # one time for all: files that settle together go in name order
             for path, st in files.items():
-                self._consider(path, st)
+                self._consider(path, st, now)
             self.events.batch_started(backlog)
             self._report_problems(problems, complete=True)
             if on_ready is not None:
@@ -407,7 +412,7 @@ class _Watch:
                     problems.append((path, f"cannot be examined ({_reason(error)})"))
         return files, problems
 
-    def _consider(self, path: Path, st: os.stat_result) -> None:
+    def _consider(self, path: Path, st: os.stat_result, now: float) -> None:
         """Notes a version of a file: new versions wait to settle; the one last acted upon is left alone,
         and so is a non-image file once reported (until it is deleted)."""
         signature = _signature(st)
@@ -415,7 +420,7 @@ class _Watch:
             return
         current = self.pending.get(path)
         if current is None or current.signature != signature:
-            self.pending[path] = _Pending(signature, time.monotonic())
+            self.pending[path] = _Pending(signature, now)
 
     def _forget(self, path: Path) -> None:
         """Drops a file that no longer exists, or everything below a folder that no longer does."""
@@ -432,8 +437,9 @@ class _Watch:
         for table in (self.pending, self.handled):
             for known in [p for p in table if p not in files]:
                 del table[known]
+        now = time.monotonic()
         for path, st in files.items():
-            self._consider(path, st)
+            self._consider(path, st, now)
         self._report_problems(problems, complete=True)
 
     def _as_listed(self, path: Path) -> Path | None:
@@ -445,6 +451,7 @@ class _Watch:
 
     def _apply_changes(self, changed: set[Path]) -> None:
         problems: list[tuple[Path, str]] = []
+        now = time.monotonic()
         for event_path in sorted(changed):
             path = self._as_listed(event_path)
             if path is None or not self._in_scope(path):
@@ -464,9 +471,9 @@ class _Watch:
                     files, found = self._scan(path)
                     problems += found
                     for file, file_st in files.items():
-                        self._consider(file, file_st)
+                        self._consider(file, file_st, now)
             elif stat.S_ISREG(st.st_mode) and self._watchable(path):
-                self._consider(path, st)
+                self._consider(path, st, now)
         self._report_problems(problems, complete=False)
 
     def _report_problems(self, problems: list[tuple[Path, str]], complete: bool) -> None:
