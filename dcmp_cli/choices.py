@@ -63,6 +63,14 @@ class DepthKind(str, Enum):
     DISPARITY = "disparity"
 
 
+class WatchBackend(str, Enum):
+    """How a watched folder notices new files."""
+
+    AUTO = "auto"
+    EVENTS = "events"
+    POLL = "poll"
+
+
 #: Methods that need no weights, by name (the weight-free priors).
 PRIOR_METHODS: tuple[str, ...] = (Method.LAYERED.value, Method.DCP.value)
 #: The weight-free method ``auto`` falls back to without weights.

@@ -26,7 +26,7 @@ from dcmp_cli.training import model as model_module
 from dcmp_cli.training.config import TrainConfig, build_config
 from dcmp_cli.training.events import TrainEvents
 from dcmp_cli.training.metrics_log import read_metrics
-from dcmp_cli.training.signals import StopSignal, stop_on_signals
+from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training.teacher import load_teacher
 from dcmp_cli.training.trainer import NonFiniteLossError, train
 from dcmp_cli.training.vgg import VGG19Features

@@ -4,6 +4,7 @@ the batch rules (skips, naming, no loops), stopping, and both ways of seeing cha
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import signal
@@ -23,8 +24,15 @@ from dcmp_cli.core.image_jobs import OutputOptions, dehaze_files
 from dcmp_cli.core.image_model import Dehazer, ProgressFn, TemporalState
 from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.core.temporal import GlobalsEMA
-from dcmp_cli.core.watch import Backend, WatchBackendError, WatchStarted, filesystem_type, watch_dehaze
+from dcmp_cli.core.watch import (
+    Backend,
+    WatchBackendError,
+    WatchStarted,
+    filesystem_type,
+    watch_dehaze,
+)
 from dcmp_cli.data.files import InputError, OutputCollisionError, PlanError
+from dcmp_cli.data.image_io import write_image
 from dcmp_cli.prior import create_prior
 
 SETTLE = 0.2
@@ -560,3 +568,33 @@ def test_filesystem_type_from_mountinfo():
     assert filesystem_type("/mnt/scans/2024", mountinfo) == "cifs"
     assert filesystem_type("/mnt/scans/local/x", mountinfo) == "tmpfs"
     assert filesystem_type("/x", "") is None
+
+
+def test_cli_watch_processes_arrivals_and_stops_on_sigint(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    inbox, outbox = tmp_path / "in", tmp_path / "out"
+    inbox.mkdir()
+    write_image(inbox / "first.png", np.full((24, 32, 3), 0.6, np.float32))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dcmp_cli", "dehaze", str(inbox), str(outbox), "--watch", "--method", "dcp",
+         "--settle", "0.2", "--watch-backend", "poll", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (outbox / "first.png").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        write_image(inbox / "second.png", np.full((24, 32, 3), 0.7, np.float32))
+        while not (outbox / "second.png").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    summary = json.loads(out)
+    assert summary["counts"]["done"] == 2
+    assert sorted(p.name for p in outbox.iterdir()) == ["first.png", "second.png"]

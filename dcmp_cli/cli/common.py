@@ -245,8 +245,9 @@ class RichBatchEvents(LiveProgress, BatchEvents):
     Silent when stderr is not a terminal (batch jobs, pipes).
     """
 
-    def __init__(self, label: str, enabled: bool | None = None) -> None:
+    def __init__(self, label: str, enabled: bool | None = None, growing: bool = False) -> None:
         self.enabled = err_console().is_terminal if enabled is None else enabled
+        self.growing = growing  # a watched folder: items keep arriving after the start
         self.progress = make_progress(self.enabled)
         self.label = label
         self.batch: TaskID | None = None
@@ -260,7 +261,9 @@ class RichBatchEvents(LiveProgress, BatchEvents):
             self.progress.remove_task(self.tiles)
             self.tiles = None
         if self.batch is not None:
-            self.progress.update(self.batch, description=f"{self.label} {source.name}")
+            task = next(t for t in self.progress.tasks if t.id == self.batch)
+            total = task.total + 1 if self.growing and task.total is not None and task.completed >= task.total else None
+            self.progress.update(self.batch, description=f"{self.label} {source.name}", total=total)
 
     def item_progress(self, done: int, total: int) -> None:
         if total <= 1:

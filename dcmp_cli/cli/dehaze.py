@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from dcmp_cli.choices import Method, Precision
+from dcmp_cli.choices import Method, Precision, WatchBackend
 from dcmp_cli.cli.common import (
     STREAM,
     CompileOption,
@@ -35,6 +35,11 @@ from dcmp_cli.cli.common import (
     run_stream,
     weights_option,
 )
+
+if TYPE_CHECKING:
+    from dcmp_cli.core.batch import BatchSummary
+    from dcmp_cli.core.image_jobs import OutputOptions
+    from dcmp_cli.core.image_model import Dehazer
 
 
 def dehaze_cli(
@@ -68,6 +73,14 @@ def dehaze_cli(
     overwrite: OverwriteOption = False,
     shard: ShardOption = None,
     force: ForceOption = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="Keep running: after the images already in the INPUT folder, dehaze every new or changed "
+        "image as soon as it is completely written (a hot folder). Ctrl-C stops after the image in flight.")] = False,
+    watch_backend: Annotated[WatchBackend, typer.Option(
+        "--watch-backend", help="How new files are noticed: file-system events, polling, or auto (events, polling on "
+        "network file systems or where events are unavailable).")] = WatchBackend.AUTO,
+    settle: Annotated[float, typer.Option(
+        "--settle", min=0.0, help="Seconds a new file must stay unchanged before it is read (--watch).")] = 1.0,
     json_out: JsonOption = False,
 ) -> None:
     """Dehaze images with DCMPNet, or a weight-free method when no weights are at hand.
@@ -91,11 +104,20 @@ def dehaze_cli(
         side_by_side=side_by_side,
     )
     stream = STREAM in (input, output)
+    if watch and (stream or shard):
+        fail("--watch takes a folder as INPUT and a folder as OUTPUT, without --shard")
     check_stdout(output, force)
     with library_errors():
-        plan = None if stream else plan_image_jobs(input, output, recursive=recursive, ext=ext, suffix=suffix, shard=shard)
+        plan = None if stream or watch else plan_image_jobs(input, output, recursive=recursive, ext=ext,
+                                                             suffix=suffix, shard=shard)
         dehazer = load_dehazer(method, weights, device=device, precision=precision, compile=compile, on_notice=note,
                                **tiling)  # type: ignore[arg-type]
+    if watch:
+        if not json_out:
+            announce_dehazer(method, dehazer)
+        summary = _watch(input, output, dehazer, options, recursive, overwrite, watch_backend, settle, json_out)
+        finish_batch(summary, "dcmp dehaze", json_out, False, **chosen(dehazer))
+        return
     if plan is None:
         source_ext = Path(input).suffix.lower() if input != STREAM else ""
         run_stream(input, output, lambda image, ext: encode_dehazed(image, dehazer, ext, options),
@@ -106,3 +128,30 @@ def dehaze_cli(
     with interruptible(), RichBatchEvents("dehaze", enabled=None if not json_out else False) as events:
         summary = run_dehaze_jobs(plan, dehazer, options, overwrite=overwrite, events=events)
     finish_batch(summary, "dcmp dehaze", json_out, plan.inputs.single_file, **chosen(dehazer))
+
+
+def _watch(input: str, output: str, dehazer: Dehazer, options: OutputOptions, recursive: bool, overwrite: bool,
+           backend: WatchBackend, settle: float, json_out: bool) -> BatchSummary:
+    """Runs the hot-folder loop until Ctrl-C or SIGTERM (the first stops after the image in flight)."""
+    import threading
+
+    from dcmp_cli.core.watch import WatchBackendError, WatchStarted, watch_dehaze
+    from dcmp_cli.signals import stop_on_signals
+
+    def ready(started: WatchStarted) -> None:
+        if not json_out:
+            how = "file-system events" if started.backend == "events" else "polling"
+            why = f" ({started.fallback})" if started.fallback else ""
+            note(f"watching {started.folder} with {how}{why}; Ctrl-C stops")
+
+    def stopping(signum: int) -> None:
+        if not json_out:
+            note("stopping after the image in flight; press Ctrl-C again to abort")
+
+    with library_errors(), stop_on_signals(threading.Event(), stopping) as stop, \
+            RichBatchEvents("dehaze", enabled=None if not json_out else False, growing=True) as events:
+        try:
+            return watch_dehaze(input, output, dehazer, options, recursive=recursive, overwrite=overwrite, events=events,
+                                stop=stop, settle=settle, backend=backend.value, on_ready=ready)
+        except WatchBackendError as e:
+            fail(f"{e}; try --watch-backend poll")

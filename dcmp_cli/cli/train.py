@@ -194,7 +194,7 @@ def train_cli(
     from dcmp_cli.data.datasets import DatasetError
     from dcmp_cli.training.config import ConfigError, resolve_train_config
     from dcmp_cli.training.run_folder import RunFolderError
-    from dcmp_cli.training.signals import StopSignal, stop_on_signals
+    from dcmp_cli.signals import StopSignal, stop_on_signals
     from dcmp_cli.training.teacher import TeacherError
     from dcmp_cli.training.trainer import NonFiniteLossError, train
     from dcmp_cli.training.vgg import VGGWeightsError

@@ -13,7 +13,7 @@ from importlib import import_module
 from typing import Any
 
 #: Public names and the modules that hold them; imported lazily so that light modules
-#: (atomic_folder, signals) do not pull in torch.
+#: (atomic_folder) do not pull in torch.
 _EXPORTS = {
     "TrainConfig": "config",
     "ResolvedConfig": "config",
@@ -24,8 +24,6 @@ _EXPORTS = {
     "TrainEvents": "events",
     "TrainResult": "events",
     "RunInfo": "events",
-    "StopSignal": "signals",
-    "stop_on_signals": "signals",
     "RunFolderError": "run_folder",
 }
 

@@ -29,7 +29,7 @@ from dcmp_cli.training import distributed as D
 from dcmp_cli.training.config import TrainConfig
 from dcmp_cli.training.losses import ContrastiveLoss, LossTerms, LossWeights, dual_task_loss
 from dcmp_cli.training.run_folder import RunPaths
-from dcmp_cli.training.signals import StopSignal
+from dcmp_cli.signals import StopSignal
 from dcmp_cli.training.teacher import DepthTeacher
 
 #: Metadata convention of the depth checkpoints written here (see the README's "Conventions").

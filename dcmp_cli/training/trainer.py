@@ -10,7 +10,7 @@ A run is put together from one module per job:
 * :mod:`~dcmp_cli.training.model`: :class:`DualTaskModel`, both networks with their
   optimisers, cosine schedules, gradient scaler and losses, one ``step`` per batch;
 * :mod:`~dcmp_cli.training.validation`: scores under the evaluation protocol;
-* :mod:`~dcmp_cli.training.signals`: Ctrl-C saves ``last/`` and stops;
+* :mod:`~dcmp_cli.signals`: Ctrl-C saves ``last/`` and stops;
 * :mod:`~dcmp_cli.training.metrics_log`, :mod:`~dcmp_cli.training.events`: what the run reports.
 
 Run length: ``iters`` iterations, or ``epochs`` × (pairs // batch) iterations. The
@@ -50,7 +50,7 @@ from dcmp_cli.training.losses import ContrastiveLoss
 from dcmp_cli.training.metrics_log import LossWindow, MetricsLog
 from dcmp_cli.training.model import DualTaskModel, StepResult, create_networks
 from dcmp_cli.training.run_folder import STATE_NAME, RunFolderError, RunPaths, prepare_run, write_json
-from dcmp_cli.training.signals import StopSignal, stop_on_signals
+from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training.state import capture_rng, load_state, restore_rng, save_state
 from dcmp_cli.training.teacher import DepthTeacher, load_teacher
 from dcmp_cli.training.validation import hazy_scores, network_scores

@@ -1,10 +1,10 @@
-"""Stopping a training run cleanly: a stop flag, and SIGINT/SIGTERM handlers that set it.
+"""Stopping long runs cleanly: a stop flag, and SIGINT/SIGTERM handlers that set it.
 
-The first Ctrl-C (or SIGTERM) asks the loop to save ``last/`` and end after the current
-iteration; a second Ctrl-C interrupts at once. A terminal sends Ctrl-C to the whole
-process group, data-loading worker processes included, and forked workers inherit the
-handler: there it does nothing (the training process stops them), so a request is
-reported once.
+The first Ctrl-C (or SIGTERM) asks the run (training, a watched folder) to end after the
+current step — training saves ``last/`` first; a second Ctrl-C interrupts at once. A
+terminal sends Ctrl-C to the whole process group, data-loading worker processes
+included, and forked workers inherit the handler: there it does nothing (the main
+process stops them), so a request is reported once.
 """
 
 from __future__ import annotations
@@ -13,11 +13,22 @@ import os
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol, TypeVar
+
+
+class Stoppable(Protocol):
+    """A stop flag: :class:`StopSignal`, or a :class:`threading.Event`."""
+
+    def set(self) -> None: ...
+
+    def is_set(self) -> bool: ...
+
+
+S = TypeVar("S", bound=Stoppable)
 
 
 class StopSignal:
-    """Set from a signal handler (or any thread) to end training after the current iteration."""
+    """Set from a signal handler (or any thread) to end a run after its current step."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
@@ -30,7 +41,7 @@ class StopSignal:
 
 
 @contextmanager
-def stop_on_signals(stop: StopSignal, on_first: Callable[[int], Any] | None = None) -> Iterator[StopSignal]:
+def stop_on_signals(stop: S, on_first: Callable[[int], Any] | None = None) -> Iterator[S]:
     """SIGINT/SIGTERM set ``stop`` and call ``on_first(signum)`` once; a second SIGINT raises KeyboardInterrupt.
 
     Installed only from the main thread (elsewhere Python allows no handlers; ``stop`` is
