@@ -20,8 +20,8 @@ from dcmp_cli.core.device import resolve_device
 from dcmp_cli.core.evaluate import EvalModel, evaluate, open_eval_set
 from dcmp_cli.core.predictor import DehazePredictor
 from dcmp_cli.core.prior_models import PriorDehazer
-from dcmp_cli.prior import DarkChannelPrior
 from dcmp_cli.metrics import PROTOCOLS
+from dcmp_cli.prior import DarkChannelPrior
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sots_indoor_sample"
 
@@ -35,7 +35,11 @@ def main() -> None:
 
     eval_set = open_eval_set(str(args.data))
     device = resolve_device(args.device)
-    models = [EvalModel.hazy_input(), EvalModel("dcp", "dcp", PriorDehazer(DarkChannelPrior())), EvalModel("layered", "layered", PriorDehazer())]
+    models = [
+        EvalModel.hazy_input(),
+        EvalModel("dcp", "dcp", PriorDehazer(DarkChannelPrior())),
+        EvalModel("layered", "layered", PriorDehazer()),
+    ]
     models += [
         EvalModel(w.stem, "dcmp", DehazePredictor.from_checkpoint(w, device), weights=str(w)) for w in args.weights
     ]

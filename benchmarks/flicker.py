@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from dcmp_cli.core.device import resolve_device
+from dcmp_cli.core.flicker import flicker
 from dcmp_cli.core.predictor import DehazePredictor
 from dcmp_cli.core.prior_models import PriorDehazer
-from dcmp_cli.core.flicker import flicker
 from dcmp_cli.core.temporal import SceneCutDetector, TemporalDehazer, TemporalOptions
 from dcmp_cli.data.video.decode import FrameRange, read_frames
 from dcmp_cli.data.video.probe import probe_video
@@ -68,13 +68,22 @@ def main() -> None:
     parser.add_argument("--smooth", type=float, nargs="+", default=[0.0, 0.5, 0.8, 0.9])
     parser.add_argument("--scene-cut", type=float, default=0.1)
     parser.add_argument("--real", type=Path, default=REAL_CLIP, help="real hazy clip (skipped when absent)")
-    parser.add_argument("--real-size", type=int, nargs=2, default=[320, 180], metavar=("W", "H"),
-                        help="size the weight-free methods get the real clip at (0 0: full size)")
+    parser.add_argument(
+        "--real-size",
+        type=int,
+        nargs=2,
+        default=[320, 180],
+        metavar=("W", "H"),
+        help="size the weight-free methods get the real clip at (0 0: full size)",
+    )
     parser.add_argument("--network-frames", type=int, default=56, help="frames of the real clip the network gets")
     parser.add_argument("--network-size", type=int, nargs=2, default=[160, 96], metavar=("W", "H"))
     args = parser.parse_args()
 
-    models: list[tuple[str, object]] = [("layered", PriorDehazer(LayeredDehazer())), ("dcp", PriorDehazer(DarkChannelPrior()))]
+    models: list[tuple[str, object]] = [
+        ("layered", PriorDehazer(LayeredDehazer())),
+        ("dcp", PriorDehazer(DarkChannelPrior())),
+    ]
     if args.weights is not None:
         models.append(("dcmp", DehazePredictor.from_checkpoint(args.weights, resolve_device(args.device))))
     synthetic = list(hazy_clip())
@@ -95,8 +104,10 @@ def main() -> None:
                 value, seconds, cuts = measure(frames, model, smooth, args.scene_cut)
                 baseline = value if baseline is None else baseline
                 change = f"{100 * (value / baseline - 1):+.1f}%" if smooth != args.smooth[0] else "-"
-                print(f"{label:<34} {method:<7} {smooth:>6.2f} {value:>8.3f} {change:>7} {cuts:>4} {seconds:>8.3f}",
-                      flush=True)
+                print(
+                    f"{label:<34} {method:<7} {smooth:>6.2f} {value:>8.3f} {change:>7} {cuts:>4} {seconds:>8.3f}",
+                    flush=True,
+                )
     if args.real.exists():
         detector = SceneCutDetector(args.scene_cut)
         frames = real_frames(args.real, tuple(args.real_size))

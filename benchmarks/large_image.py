@@ -52,8 +52,10 @@ def main() -> None:
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
         ok = proc.returncode == 0 and read_image(Path(tmp) / "out.jpg").rgb.shape[:2] == (args.height, args.width)
-    print(f"command: dcmp dehaze {args.width}x{args.height} photo ({args.width * args.height / 1e6:.1f} MP) "
-          f"{'--weights ' + str(args.weights) if args.weights else '--method dcp'} --device cpu {' '.join(args.extra)}")
+    print(
+        f"command: dcmp dehaze {args.width}x{args.height} photo ({args.width * args.height / 1e6:.1f} MP) "
+        f"{'--weights ' + str(args.weights) if args.weights else '--method dcp'} --device cpu {' '.join(args.extra)}"
+    )
     print(f"exit {proc.returncode}, output ok: {ok}")
     print(f"wall time: {seconds:.1f} s; peak resident memory: {peak / 1024**3:.2f} GiB")
     if proc.returncode:

@@ -91,11 +91,29 @@ def main() -> None:
     write_scenes(args.work / "scenes-train", range(args.train_scenes))
     write_scenes(args.work / "scenes-val", range(10_000, 10_000 + args.val_scenes))
     for split, seed in (("train", "1"), ("val", "2")):
-        dcmp("synth", str(args.work / f"scenes-{split}" / "clear"), str(args.work / split),
-             "--depth", str(args.work / f"scenes-{split}" / "depth"), "--seed", seed)
+        dcmp(
+            "synth",
+            str(args.work / f"scenes-{split}" / "clear"),
+            str(args.work / split),
+            "--depth",
+            str(args.work / f"scenes-{split}" / "depth"),
+            "--seed",
+            seed,
+        )
 
-    command = ["train", "--config", str(args.config), "--data", str(args.work / "train"),
-               "--val-data", str(args.work / "val"), "--out", str(args.work / "run"), "--json", *args.train_args]
+    command = [
+        "train",
+        "--config",
+        str(args.config),
+        "--data",
+        str(args.work / "train"),
+        "--val-data",
+        str(args.work / "val"),
+        "--out",
+        str(args.work / "run"),
+        "--json",
+        *args.train_args,
+    ]
     start = time.perf_counter()
     result = json.loads(dcmp(*command).stdout)
     minutes = (time.perf_counter() - start) / 60

@@ -115,8 +115,9 @@ def _sphere_bins(directions: np.ndarray, bins: int) -> np.ndarray:
     """Unit vectors (N, 3) -> bin index of an equal-angle (θ, φ) grid with ``bins``² cells."""
     theta = np.arccos(np.clip(directions[:, 2], -1, 1)) / np.pi
     phi = (np.arctan2(directions[:, 1], directions[:, 0]) + np.pi) / (2 * np.pi)
-    return (np.minimum((theta * bins).astype(np.int32), bins - 1) * bins
-            + np.minimum((phi * bins).astype(np.int32), bins - 1))
+    return np.minimum((theta * bins).astype(np.int32), bins - 1) * bins + np.minimum(
+        (phi * bins).astype(np.int32), bins - 1
+    )
 
 
 def hazelines(image: np.ndarray) -> np.ndarray:
@@ -402,12 +403,16 @@ def main() -> None:
         res = run_methods(real, methods)
         table = no_reference_table(real, res)
         print(f"\nreal photos ({len(real)}; no ground truth)")
-        print(f"{'method':<11} {'noise med':>9} {'w10':>6} {'luma med':>8} {'lo10':>6} {'cast med':>8} {'w10':>6} "
-              f"{'dark med':>8} {'s/MP':>7} {'MP/s':>6}")
+        print(
+            f"{'method':<11} {'noise med':>9} {'w10':>6} {'luma med':>8} {'lo10':>6} {'cast med':>8} {'w10':>6} "
+            f"{'dark med':>8} {'s/MP':>7} {'MP/s':>6}"
+        )
         for m, r in table.items():
-            print(f"{m:<11} {r['noise_med']:9.2f} {r['noise_w10']:6.2f} {r['luma_med']:8.3f} {r['luma_lo10']:6.3f} "
-                  f"{r['cast_med']:8.2f} {r['cast_w10']:6.2f} {r['dark_med']:8.3f} {r['s_per_mp']:7.3f} "
-                  f"{1 / r['s_per_mp']:6.1f}")
+            print(
+                f"{m:<11} {r['noise_med']:9.2f} {r['noise_w10']:6.2f} {r['luma_med']:8.3f} {r['luma_lo10']:6.3f} "
+                f"{r['cast_med']:8.2f} {r['cast_w10']:6.2f} {r['dark_med']:8.3f} {r['s_per_mp']:7.3f} "
+                f"{1 / r['s_per_mp']:6.1f}"
+            )
         if "dcp" in table:
             for m, r in table.items():
                 print(f"  speed {m} / dcp: {table['dcp']['s_per_mp'] / r['s_per_mp']:.2f}")
@@ -417,12 +422,17 @@ def main() -> None:
         with open(args.out / "real_per_photo.tsv", "w") as f:
             f.write("method\tphoto\tnoise\tluma\tcast\tdark\n")
             for m, r in table.items():
-                f.writelines(f"{m}\t{s.name}\t" + "\t".join(f"{v:.3f}" for v in row) + "\n" for s, row in zip(real, r["per_photo"]))
+                f.writelines(
+                    f"{m}\t{s.name}\t" + "\t".join(f"{v:.3f}" for v in row) + "\n"
+                    for s, row in zip(real, r["per_photo"])
+                )
 
     synth, sources = synthetic_outdoor(args.max_side)
-    for tag, samples in (("outdoor_pairs", pairs("outdoor_pairs", args.max_side)),
-                         ("sots_indoor", pairs("sots_indoor_sample", args.max_side)),
-                         ("synthetic_outdoor", synth)):
+    for tag, samples in (
+        ("outdoor_pairs", pairs("outdoor_pairs", args.max_side)),
+        ("sots_indoor", pairs("sots_indoor_sample", args.max_side)),
+        ("synthetic_outdoor", synth),
+    ):
         if not samples:
             continue
         res = run_methods(samples, methods)

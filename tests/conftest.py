@@ -1,4 +1,7 @@
-"""Shared fixtures: an environment without default weights, tiny checkpoints, the reference fixtures (helpers live in helpers.py)."""
+"""Shared fixtures: an environment without default weights, tiny checkpoints, the reference fixtures.
+
+Helpers that tests import live in helpers.py.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import shared_path
 
 from dcmp_cli.core.checkpoint import save_checkpoint
 from dcmp_cli.models import create_model, get_preset
+
+from helpers import shared_path
 
 
 @pytest.fixture
@@ -50,12 +54,19 @@ def trained_weights() -> Path:
 def tiny_dehaze_ckpt(tmp_path) -> Path:
     torch.manual_seed(0)
     model = create_model("dcmpnet-tiny", "dehaze")
-    return save_checkpoint(tmp_path / "tiny-dehaze.safetensors", model, "dehaze", get_preset("dcmpnet-tiny").kwargs("dehaze"),
-                           trained_on="nothing (random init, tests)")
+    return save_checkpoint(
+        tmp_path / "tiny-dehaze.safetensors",
+        model,
+        "dehaze",
+        get_preset("dcmpnet-tiny").kwargs("dehaze"),
+        trained_on="nothing (random init, tests)",
+    )
 
 
 @pytest.fixture
 def tiny_depth_ckpt(tmp_path) -> Path:
     torch.manual_seed(1)
     model = create_model("dcmpnet-tiny", "depth")
-    return save_checkpoint(tmp_path / "tiny-depth.safetensors", model, "depth", get_preset("dcmpnet-tiny").kwargs("depth"))
+    return save_checkpoint(
+        tmp_path / "tiny-depth.safetensors", model, "depth", get_preset("dcmpnet-tiny").kwargs("depth")
+    )

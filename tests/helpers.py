@@ -22,13 +22,17 @@ def synthetic_hazy(height: int = 48, width: int = 64, seed: int = 0, beta: float
     """(clear, hazy, depth) float32 arrays: a textured scene hazed by I = J·t + A·(1 − t)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    clear = np.stack(
-        [
-            0.5 + 0.4 * np.sin(xx / 5.0 + c) * np.cos(yy / 7.0 - c) + 0.05 * rng.standard_normal((height, width))
-            for c in range(3)
-        ],
-        axis=2,
-    ).clip(0, 1).astype(np.float32)
+    clear = (
+        np.stack(
+            [
+                0.5 + 0.4 * np.sin(xx / 5.0 + c) * np.cos(yy / 7.0 - c) + 0.05 * rng.standard_normal((height, width))
+                for c in range(3)
+            ],
+            axis=2,
+        )
+        .clip(0, 1)
+        .astype(np.float32)
+    )
     depth = (1.0 - yy / height).astype(np.float32)  # top far, bottom near
     t = np.exp(-beta * depth)[:, :, None]
     hazy = (clear * t + airlight * (1 - t)).astype(np.float32)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from helpers import shared_path
 
 from dcmp_cli.models.transformer import log_relative_positions
+
+from helpers import shared_path
 
 SEEDS = {"dehaze": 20240617, "depth": 20240618}
 KEY_FILES = {"dehaze": "dcmpnet_keys.tsv", "depth": "depthnet_keys.tsv"}

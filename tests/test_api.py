@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_hazy
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -18,6 +17,8 @@ from dcmp_cli.choices import DEFAULT_PRIOR, PRIOR_METHODS, EvalMethod, Method
 from dcmp_cli.cli.app import app
 from dcmp_cli.data.image_io import quantize, read_image, write_image
 from dcmp_cli.prior import PRIORS
+
+from helpers import synthetic_hazy
 
 runner = CliRunner()
 

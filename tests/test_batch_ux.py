@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_hazy
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app, misplaced_option_hint
@@ -18,6 +17,8 @@ from dcmp_cli.core.batch import MAX_PENDING_SAVES, BatchInterrupted, Stages, run
 from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.data.image_io import write_image
 from dcmp_cli.prior import DarkChannelPrior
+
+from helpers import synthetic_hazy
 
 runner = CliRunner()
 

@@ -33,8 +33,14 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 @pytest.mark.parametrize("kind", ["dehaze", "depth"])
 def test_dcmp_safetensors_round_trip_with_metadata(tmp_path, kind):
     model = _tiny(kind)
-    path = save_checkpoint(tmp_path / "m.safetensors", model, kind, get_preset("dcmpnet-tiny").kwargs(kind),
-                           trained_on="synthetic test pairs", extra={"steps": 12})
+    path = save_checkpoint(
+        tmp_path / "m.safetensors",
+        model,
+        kind,
+        get_preset("dcmpnet-tiny").kwargs(kind),
+        trained_on="synthetic test pairs",
+        extra={"steps": 12},
+    )
     ckpt = read_checkpoint(path)
     assert (ckpt.kind, ckpt.preset, ckpt.source) == (kind, "dcmpnet-tiny", "dcmp")
     assert ckpt.metadata["trained_on"] == "synthetic test pairs"
@@ -164,9 +170,9 @@ def test_official_container_with_optimizer_state(tmp_path):
     names["head."] = "final_conv."
     for key, value in ours.items():
         prefix = next(p for p in names if key.startswith(p))
-        rest = key[len(prefix):].replace("layers.", "Dcov").replace("fuse.", "conv.")
+        rest = key[len(prefix) :].replace("layers.", "Dcov").replace("fuse.", "conv.")
         if rest.startswith("Dcov"):
-            index, tail = rest[len("Dcov"):].split(".", 1)
+            index, tail = rest[len("Dcov") :].split(".", 1)
             rest = f"Dcov{int(index) + 1}.{tail}"
         official[names[prefix] + rest] = value
     assert convert_official_state_dict(official, "depth").state_dict.keys() == ours.keys()
@@ -235,7 +241,9 @@ def test_load_tensors_only_reads_tensors_and_refuses_code(tmp_path):
     torch.save({"a": torch.arange(3), "meta": {"step": 2, "name": "x"}}, tmp_path / "plain.pt")
     loaded = load_tensors_only(tmp_path / "plain.pt")
     assert torch.equal(loaded["a"], torch.arange(3)) and loaded["meta"] == {"step": 2, "name": "x"}
-    path = save_checkpoint(tmp_path / "m.safetensors", _tiny("depth"), "depth", get_preset("dcmpnet-tiny").kwargs("depth"))
+    path = save_checkpoint(
+        tmp_path / "m.safetensors", _tiny("depth"), "depth", get_preset("dcmpnet-tiny").kwargs("depth")
+    )
     assert set(load_tensors_only(path)) == set(_tiny("depth").state_dict())
 
     marker = tmp_path / "ran"

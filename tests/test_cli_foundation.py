@@ -9,14 +9,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_hazy, write_png
-from official_fixtures import official_state_dict
 from typer.testing import CliRunner
 
 from dcmp_cli import __version__
 from dcmp_cli.cli.app import app
 from dcmp_cli.core.checkpoint import read_checkpoint
 from dcmp_cli.data.image_io import read_image
+
+from helpers import synthetic_hazy, write_png
+from official_fixtures import official_state_dict
 
 runner = CliRunner()
 
@@ -45,8 +46,20 @@ def _hazy_folder(root, sizes=((48, 64), (37, 51))):
 
 def test_dehaze_folder_keeps_names_and_sizes(isolated, tiny_dehaze_ckpt):
     inputs = _hazy_folder(isolated / "in")
-    result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out"), "--weights", str(tiny_dehaze_ckpt),
-                                 "--tile", "0", "--device", "cpu"])
+    result = runner.invoke(
+        app,
+        [
+            "dehaze",
+            str(inputs),
+            str(isolated / "out"),
+            "--weights",
+            str(tiny_dehaze_ckpt),
+            "--tile",
+            "0",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name, shape in (("img0.png", (48, 64, 3)), ("img1.png", (37, 51, 3))):
         out = read_image(isolated / "out" / name)
@@ -97,7 +110,9 @@ def test_unusable_weights_get_one_line_and_nonzero_exit(isolated, tiny_dehaze_ck
         weights.write_bytes(tiny_dehaze_ckpt.read_bytes()[:5000])
     else:
         weights = tiny_depth_ckpt
-    result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out"), "--weights", str(weights), "--tile", "0"])
+    result = runner.invoke(
+        app, ["dehaze", str(inputs), str(isolated / "out"), "--weights", str(weights), "--tile", "0"]
+    )
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
@@ -116,7 +131,9 @@ def test_malicious_weights_do_not_execute_through_the_cli(isolated):
     weights = isolated / "evil.pth"
     torch.save({"dehaze_net": Payload()}, weights)
     inputs = _hazy_folder(isolated / "in", sizes=((32, 32),))
-    result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out"), "--weights", str(weights), "--tile", "0"])
+    result = runner.invoke(
+        app, ["dehaze", str(inputs), str(isolated / "out"), "--weights", str(weights), "--tile", "0"]
+    )
     assert result.exit_code == 2 and "refused" in result.output
     assert not marker.exists()
     result = runner.invoke(app, ["info", str(weights)])
@@ -133,16 +150,24 @@ def test_official_checkpoint_gives_the_authors_image(isolated):
     param.sum().backward()
     optimizer.step()
     weights = isolated / "DIACMPN-dehaze-Indoor.pth"
-    torch.save({"dehaze_net": official, "dehaze_optimizer": optimizer.state_dict(), "epoch_dehaze": 3,
-                "dehaze_net_best_psnr": 31.25}, weights)
+    torch.save(
+        {
+            "dehaze_net": official,
+            "dehaze_optimizer": optimizer.state_dict(),
+            "epoch_dehaze": 3,
+            "dehaze_net_best_psnr": 31.25,
+        },
+        weights,
+    )
     inputs = isolated / "in"
     inputs.mkdir()
     rng = np.random.default_rng(5)
     for name, (h, w) in {"odd_a.png": (45, 37), "odd_b.png": (33, 59)}.items():
         _, hazy, _ = synthetic_hazy(h, w, seed=int(rng.integers(100)))
         write_png(inputs / name, hazy)
-    result = runner.invoke(app, ["dehaze", str(inputs), str(isolated / "out"), "--weights", str(weights),
-                                 "--tile", "0", "--device", "cpu"])
+    result = runner.invoke(
+        app, ["dehaze", str(inputs), str(isolated / "out"), "--weights", str(weights), "--tile", "0", "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
 
     model = read_checkpoint(weights, kind="dehaze").build()
@@ -207,7 +232,8 @@ def test_info_without_a_path_says_which_weights_would_be_used(isolated, tiny_deh
 
     report = json.loads(result.stdout)
     assert report["dehaze"]["found"] == str(target.resolve()) or report["dehaze"]["found"].endswith(
-        "weights/dcmpnet-dehaze.safetensors")
+        "weights/dcmpnet-dehaze.safetensors"
+    )
     assert report["depth"]["found"] is None and report["depth"]["searched"]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from official_fixtures import official_state_dict, read_keys
 
 from dcmp_cli.core.checkpoint import read_checkpoint
 from dcmp_cli.core.official import (
@@ -13,6 +12,8 @@ from dcmp_cli.core.official import (
     infer_official_config,
 )
 from dcmp_cli.models import build_model, match_preset
+
+from official_fixtures import official_state_dict, read_keys
 
 TOL = 1e-4
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from helpers import synthetic_hazy
 from PIL import Image
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.data.image_io import read_image, write_image
+
+from helpers import synthetic_hazy
 
 runner = CliRunner()
 
@@ -31,12 +32,16 @@ def _mixed_folder(root: Path) -> dict[str, str]:
     root.mkdir(parents=True)
     rgb = _hazy(40, 56)
     cv2.imwrite(str(root / "deep16.png"), np.round(rgb[:, :, ::-1] * 65535).astype(np.uint16))
-    rgba = np.dstack([np.round(rgb * 255).astype(np.uint8), np.linspace(0, 255, 56, dtype=np.uint8)[None].repeat(40, 0)])
+    rgba = np.dstack(
+        [np.round(rgb * 255).astype(np.uint8), np.linspace(0, 255, 56, dtype=np.uint8)[None].repeat(40, 0)]
+    )
     Image.fromarray(rgba).save(root / "alpha.png")
     Image.fromarray(np.round(rgb.mean(2) * 255).astype(np.uint8)).save(root / "grey.png")
     grey16 = np.round(rgb.mean(2) * 65535).astype(np.uint16)
     cv2.imwrite(str(root / "grey16.tif"), grey16)
-    Image.fromarray(np.round(rgb * 255).astype(np.uint8)).convert("P", palette=Image.ADAPTIVE).save(root / "palette.png")
+    Image.fromarray(np.round(rgb * 255).astype(np.uint8)).convert("P", palette=Image.ADAPTIVE).save(
+        root / "palette.png"
+    )
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise when displayed
     Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(root / "rotated.jpg", exif=exif, quality=95)
@@ -48,9 +53,17 @@ def _mixed_folder(root: Path) -> dict[str, str]:
     (root / "notes.txt").write_text("shooting notes")
     Image.fromarray(np.zeros((7, 5, 3), np.uint8)).save(root / "tiny.png")
     return {
-        "deep16.png": "ok", "alpha.png": "ok", "grey.png": "ok", "grey16.tif": "ok", "palette.png": "ok",
-        "rotated.jpg": "ok", "photo.webp": "ok", "bitmap.bmp": "ok",
-        "corrupt.png": "corrupt or truncated", "fake.jpg": "not an image", "tiny.png": "too small",
+        "deep16.png": "ok",
+        "alpha.png": "ok",
+        "grey.png": "ok",
+        "grey16.tif": "ok",
+        "palette.png": "ok",
+        "rotated.jpg": "ok",
+        "photo.webp": "ok",
+        "bitmap.bmp": "ok",
+        "corrupt.png": "corrupt or truncated",
+        "fake.jpg": "not an image",
+        "tiny.png": "too small",
     }
 
 
@@ -135,8 +148,9 @@ def test_no_shard_may_overwrite_an_input_of_another_shard(tmp_path):
     write_image(src / "c.jpg", _hazy(32, 32, seed=1))
     original = (src / "c.png").read_bytes()
     for k in (1, 2):
-        result = runner.invoke(app, ["dehaze", str(src), str(src), "--ext", "png", "--overwrite", "--shard", f"{k}/2",
-                                     "--method", "dcp"])
+        result = runner.invoke(
+            app, ["dehaze", str(src), str(src), "--ext", "png", "--overwrite", "--shard", f"{k}/2", "--method", "dcp"]
+        )
         assert result.exit_code == 2, result.output
     assert (src / "c.png").read_bytes() == original
 
@@ -172,8 +186,9 @@ def test_recursive_mirrors_subfolders_and_globs_work(tmp_path):
     write_image(src / "day" / "noon" / "deep.jpg", _hazy(32, 40))
     flat = runner.invoke(app, ["dehaze", str(src), str(tmp_path / "flat"), "--method", "dcp"])
     assert flat.exit_code == 0 and sorted(p.name for p in (tmp_path / "flat").rglob("*.*")) == ["top.png"]
-    deep = runner.invoke(app, ["dehaze", str(src), str(tmp_path / "deep"), "--method", "dcp", "-r", "--ext", "png",
-                               "--suffix", "_x"])
+    deep = runner.invoke(
+        app, ["dehaze", str(src), str(tmp_path / "deep"), "--method", "dcp", "-r", "--ext", "png", "--suffix", "_x"]
+    )
     assert deep.exit_code == 0
     assert (tmp_path / "deep" / "day" / "noon" / "deep_x.png").is_file() and (tmp_path / "deep" / "top_x.png").is_file()
     globbed = runner.invoke(app, ["dehaze", str(src / "**" / "*.jpg"), str(tmp_path / "glob"), "--method", "dcp"])
@@ -187,7 +202,9 @@ def test_shards_partition_the_inputs(tmp_path):
         write_image(src / f"img{i:02d}.png", _hazy(16, 16, seed=i))
     seen = []
     for k in (1, 2, 3):
-        result = runner.invoke(app, ["dehaze", str(src), str(tmp_path / "out"), "--method", "dcp", "--shard", f"{k}/3", "--json"])
+        result = runner.invoke(
+            app, ["dehaze", str(src), str(tmp_path / "out"), "--method", "dcp", "--shard", f"{k}/3", "--json"]
+        )
         assert result.exit_code == 0
         seen.append({Path(r["input"]).name for r in json.loads(result.stdout)["files"]})
     assert set().union(*seen) == {f"img{i:02d}.png" for i in range(12)}
@@ -202,7 +219,9 @@ def test_stdin_to_stdout(tmp_path):
     assert result.exit_code == 0
     decoded = cv2.imdecode(np.frombuffer(result.stdout_bytes, np.uint8), cv2.IMREAD_UNCHANGED)
     assert decoded.shape == (36, 44, 3)
-    to_file = runner.invoke(app, ["dehaze", "-", str(tmp_path / "b.jpg"), "--method", "dcp"], input=(tmp_path / "a.png").read_bytes())
+    to_file = runner.invoke(
+        app, ["dehaze", "-", str(tmp_path / "b.jpg"), "--method", "dcp"], input=(tmp_path / "a.png").read_bytes()
+    )
     assert to_file.exit_code == 0 and read_image(tmp_path / "b.jpg").rgb.shape == (36, 44, 3)
     garbage = runner.invoke(app, ["dehaze", "-", "-", "--method", "dcp"], input=b"not an image")
     assert garbage.exit_code == 2 and "stdin: not an image" in garbage.output
@@ -210,8 +229,19 @@ def test_stdin_to_stdout(tmp_path):
 
 def test_side_by_side_and_bit_depth(tmp_path):
     write_image(tmp_path / "a.png", _hazy(30, 40))
-    result = runner.invoke(app, ["dehaze", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--method", "dcp",
-                                 "--side-by-side", "--bit-depth", "16"])
+    result = runner.invoke(
+        app,
+        [
+            "dehaze",
+            str(tmp_path / "a.png"),
+            str(tmp_path / "b.png"),
+            "--method",
+            "dcp",
+            "--side-by-side",
+            "--bit-depth",
+            "16",
+        ],
+    )
     assert result.exit_code == 0
     out = cv2.imread(str(tmp_path / "b.png"), cv2.IMREAD_UNCHANGED)
     assert out.shape == (30, 80, 3) and out.dtype == np.uint16
@@ -227,8 +257,22 @@ def _slow_batch(root: Path, count: int) -> None:
 def test_killed_batch_leaves_no_partial_files_and_resumes(tmp_path, tiny_dehaze_ckpt, sig):
     src, out = tmp_path / "in", tmp_path / "out"
     _slow_batch(src, 40)
-    cmd = [sys.executable, "-m", "dcmp_cli", "--threads", "1", "dehaze", str(src), str(out), "-w", str(tiny_dehaze_ckpt),
-           "--device", "cpu", "--tile", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dcmp_cli",
+        "--threads",
+        "1",
+        "dehaze",
+        str(src),
+        str(out),
+        "-w",
+        str(tiny_dehaze_ckpt),
+        "--device",
+        "cpu",
+        "--tile",
+        "0",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (out.is_dir() and len(list(out.glob("*.png"))) >= 2):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from helpers import synthetic_hazy
 from PIL import Image
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.data.depth_io import read_depth_png
 from dcmp_cli.data.image_io import read_image, write_image
+
+from helpers import synthetic_hazy
 
 runner = CliRunner()
 
@@ -40,8 +41,20 @@ def test_prior_depth_without_weights_follows_the_haze(tmp_path, monkeypatch):
 
 def test_depth_network_runs_on_the_dehazed_image(tmp_path, tiny_depth_ckpt, tiny_dehaze_ckpt):
     write_image(tmp_path / "h.png", synthetic_hazy(48, 64)[1])
-    result = runner.invoke(app, ["depth", str(tmp_path / "h.png"), str(tmp_path / "sbs.png"), "-w", str(tiny_depth_ckpt),
-                                 "--dehaze-weights", str(tiny_dehaze_ckpt), "--side-by-side", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "depth",
+            str(tmp_path / "h.png"),
+            str(tmp_path / "sbs.png"),
+            "-w",
+            str(tiny_depth_ckpt),
+            "--dehaze-weights",
+            str(tiny_dehaze_ckpt),
+            "--side-by-side",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert info["method"] == "dcmp" and info["dehazed_by"]["method"] == "dcmp"
@@ -53,8 +66,18 @@ def test_input_is_clear_skips_dehazing_and_needs_weights(tmp_path, tiny_depth_ck
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "none"))
     write_image(tmp_path / "c.png", synthetic_hazy(48, 64)[0])
-    ok = runner.invoke(app, ["depth", str(tmp_path / "c.png"), str(tmp_path / "sbs.png"), "-w", str(tiny_depth_ckpt),
-                             "--input-is-clear", "--side-by-side"])
+    ok = runner.invoke(
+        app,
+        [
+            "depth",
+            str(tmp_path / "c.png"),
+            str(tmp_path / "sbs.png"),
+            "-w",
+            str(tiny_depth_ckpt),
+            "--input-is-clear",
+            "--side-by-side",
+        ],
+    )
     assert ok.exit_code == 0
     with Image.open(tmp_path / "sbs.png") as im:
         assert im.size == (64 * 2, 48)
@@ -68,10 +91,13 @@ def test_depth_formats_and_colormaps(tmp_path):
     assert npy.exit_code == 0
     array = np.load(tmp_path / "d.npy")
     assert array.dtype == np.float32 and array.shape == (40, 50) and array.min() == 0.0 and array.max() == 1.0
-    preview = runner.invoke(app, ["depth", str(tmp_path / "h.png"), str(tmp_path / "p.jpg"), "--method", "dcp",
-                                  "--colormap", "viridis"])
+    preview = runner.invoke(
+        app, ["depth", str(tmp_path / "h.png"), str(tmp_path / "p.jpg"), "--method", "dcp", "--colormap", "viridis"]
+    )
     assert preview.exit_code == 0 and read_image(tmp_path / "p.jpg").rgb.shape == (40, 50, 3)
     unknown = runner.invoke(app, ["depth", str(tmp_path / "h.png"), str(tmp_path / "q.png"), "--colormap", "rainbowz"])
     assert unknown.exit_code == 2 and "Invalid value for '--colormap'" in unknown.output
-    piped = runner.invoke(app, ["depth", "-", "-", "--method", "dcp", "--ext", "npy"], input=(tmp_path / "h.png").read_bytes())
+    piped = runner.invoke(
+        app, ["depth", "-", "-", "--method", "dcp", "--ext", "npy"], input=(tmp_path / "h.png").read_bytes()
+    )
     assert piped.exit_code == 0 and piped.stdout_bytes.startswith(b"\x93NUMPY")

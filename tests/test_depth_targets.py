@@ -7,7 +7,6 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from helpers import shared_path
 
 from dcmp_cli.data.haze import add_haze, normalise_depth_map
 from dcmp_cli.training.depth_targets import (
@@ -16,6 +15,8 @@ from dcmp_cli.training.depth_targets import (
     estimate_airlight,
     estimate_pair_depth,
 )
+
+from helpers import shared_path
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import shared_path, synthetic_hazy, write_png
 from test_metrics import independent_psnr, independent_ssim
 from typer.testing import CliRunner
 
@@ -18,6 +17,8 @@ from dcmp_cli.core.evaluate import CSV_COLUMNS, EvalModel, evaluate, open_eval_s
 from dcmp_cli.data.datasets import NAMED_DATASETS, DatasetError
 from dcmp_cli.data.image_io import image_to_tensor, read_image
 from dcmp_cli.metrics import psnr, ssim
+
+from helpers import shared_path, synthetic_hazy, write_png
 
 runner = CliRunner()
 
@@ -353,7 +354,9 @@ def test_dark_channel_prior_on_real_sots_pairs_is_in_the_published_range():
 def test_tiled_evaluation_uses_the_tile_options(isolated, tiny_dehaze_ckpt):
     root = make_pairs(isolated / "ds", names=("a",), size=(96, 130))
     whole, whole_json = run_json(["--dataset", str(root), "-w", str(tiny_dehaze_ckpt), "--tile", "0"])
-    tiled, tiled_json = run_json(["--dataset", str(root), "-w", str(tiny_dehaze_ckpt), "--tile", "64", "--tile-overlap", "16"])
+    tiled, tiled_json = run_json(
+        ["--dataset", str(root), "-w", str(tiny_dehaze_ckpt), "--tile", "64", "--tile-overlap", "16"]
+    )
     assert whole.exit_code == 0 and tiled.exit_code == 0, tiled.output
     a = whole_json["datasets"][0]["means"][0]["psnr"]
     b = tiled_json["datasets"][0]["means"][0]["psnr"]

@@ -7,8 +7,6 @@ import copy
 import numpy as np
 import pytest
 import torch
-from helpers import shared_path, synthetic_hazy
-from official_fixtures import official_state_dict
 
 from dcmp_cli.core.checkpoint import read_checkpoint
 from dcmp_cli.core.fastpath import prepare_for_inference
@@ -19,6 +17,9 @@ from dcmp_cli.models import build_model, create_model
 from dcmp_cli.models.fuse import fuse_modules
 from dcmp_cli.models.guide_unet import DoubleConv
 from dcmp_cli.models.transformer import WindowAttention
+
+from helpers import shared_path, synthetic_hazy
+from official_fixtures import official_state_dict
 
 CPU = torch.device("cpu")
 

@@ -111,8 +111,11 @@ def test_glob_matches_like_the_standard_library_on_a_plain_tree(tmp_path):
         _image(root / rel)
     (root / "x" / ".h.png").write_bytes((root / "a.png").read_bytes())
     for pattern in ("**/*.png", "*.png", "*/*.png", "x/**/*.jpg", "[ab].*", "x/*/d.png", "**/y/*", "?.png"):
-        expected = sorted(Path(p) for p in glob.glob(str(root / pattern), recursive=True)
-                          if Path(p).is_file() and not Path(p).name.startswith("."))
+        expected = sorted(
+            Path(p)
+            for p in glob.glob(str(root / pattern), recursive=True)
+            if Path(p).is_file() and not Path(p).name.startswith(".")
+        )
         assert sorted(collect_inputs(str(root / pattern)).all_files) == expected, pattern
     with pytest.raises(InputError, match="no files match"):
         collect_inputs(str(root / "**" / "*.tif"))

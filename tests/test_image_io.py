@@ -9,7 +9,6 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from helpers import shared_path
 from PIL import Image, ImageCms
 from PIL.ExifTags import IFD, Base
 from PIL.PngImagePlugin import PngInfo
@@ -24,10 +23,14 @@ from dcmp_cli.data.image_io import (
     write_like,
 )
 
-XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-       b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6" '
-       b'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator>A. Photographer</dc:creator>'
-       b'</rdf:Description></rdf:RDF></x:xmpmeta>')
+from helpers import shared_path
+
+XMP = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6" '
+    b'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator>A. Photographer</dc:creator>'
+    b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -45,7 +48,7 @@ def _srgb_profile() -> bytes:
 
 def _icc_tags(profile: bytes) -> dict[bytes, tuple[int, int]]:
     count = struct.unpack(">I", profile[128:132])[0]
-    entries = (struct.unpack(">4sII", profile[132 + 12 * i:144 + 12 * i]) for i in range(count))
+    entries = (struct.unpack(">4sII", profile[132 + 12 * i : 144 + 12 * i]) for i in range(count))
     return {sig: (offset, size) for sig, offset, size in entries}
 
 
@@ -53,15 +56,18 @@ def _p3_profile() -> bytes:
     """A Display-P3 matrix/TRC profile: lcms's sRGB profile with P3's D50 colorants and name, profile ID cleared."""
     data = bytearray(_srgb_profile())
     tags = _icc_tags(bytes(data))
-    colorants = {b"rXYZ": (0.5151, 0.2412, -0.0011), b"gXYZ": (0.2920, 0.6922, 0.0419),
-                 b"bXYZ": (0.1571, 0.0666, 0.7841)}
+    colorants = {
+        b"rXYZ": (0.5151, 0.2412, -0.0011),
+        b"gXYZ": (0.2920, 0.6922, 0.0419),
+        b"bXYZ": (0.1571, 0.0666, 0.7841),
+    }
     for sig, xyz in colorants.items():
         offset, _ = tags[sig]
-        data[offset + 8:offset + 20] = struct.pack(">3i", *(round(v * 65536) for v in xyz))
+        data[offset + 8 : offset + 20] = struct.pack(">3i", *(round(v * 65536) for v in xyz))
     offset, size = tags[b"desc"]
     old_name = "sRGB built-in".encode("utf-16-be")
     at = data.index(old_name, offset, offset + size)
-    data[at:at + len(old_name)] = "Display P3 v4".encode("utf-16-be")
+    data[at : at + len(old_name)] = "Display P3 v4".encode("utf-16-be")
     data[84:100] = bytes(16)
     return bytes(data)
 
@@ -88,7 +94,7 @@ def _camera_exif(orientation: int = 6, with_thumbnail: bool = True) -> bytes:
     Image.fromarray(np.full((8, 12, 3), 128, np.uint8)).save(thumb, format="JPEG")
     endian = "<" if tiff[:2] == b"II" else ">"
     first = struct.unpack(endian + "I", tiff[4:8])[0]
-    count = struct.unpack(endian + "H", tiff[first:first + 2])[0]
+    count = struct.unpack(endian + "H", tiff[first : first + 2])[0]
     next_at = first + 2 + 12 * count
     ifd1_at = len(tiff) + (len(tiff) % 2)
     thumb_at = ifd1_at + 2 + 3 * 12 + 4
@@ -98,7 +104,7 @@ def _camera_exif(orientation: int = 6, with_thumbnail: bool = True) -> bytes:
     ifd1 += struct.pack(endian + "HHII", 514, 4, 1, len(thumb.getvalue()))
     ifd1 += struct.pack(endian + "I", 0)
     padded = tiff + b"\x00" * (ifd1_at - len(tiff))
-    patched = padded[:next_at] + struct.pack(endian + "I", ifd1_at) + padded[next_at + 4:]
+    patched = padded[:next_at] + struct.pack(endian + "I", ifd1_at) + padded[next_at + 4 :]
     return patched + ifd1 + thumb.getvalue()
 
 
@@ -245,8 +251,12 @@ def test_png_text_chunks_are_kept_including_after_the_image_data():
     end = data.rindex(b"IEND") - 4
     data = data[:end] + _chunk(b"tEXt", b"Author\x00Somebody") + data[end:]
     image = decode_image(data)
-    expected = {"Title": "Misty valley", "Comment": "long " * 200, "Description": "Nebel über dem Tal — 霧",
-                "Author": "Somebody"}
+    expected = {
+        "Title": "Misty valley",
+        "Comment": "long " * 200,
+        "Description": "Nebel über dem Tal — 霧",
+        "Author": "Somebody",
+    }
     assert image.metadata.text == expected
     with Image.open(io.BytesIO(encode_like(image.rgb, image, ".png"))) as out:
         assert dict(out.text) == expected
@@ -306,8 +316,12 @@ def _independent_la16_png(grey: np.ndarray, alpha: np.ndarray) -> bytes:
     h, w = grey.shape
     rows = np.dstack([grey, alpha]).astype(">u2")
     raw = b"".join(b"\x00" + rows[y].tobytes() for y in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(raw)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0))
+        + _chunk(b"IDAT", zlib.compress(raw))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def test_16bit_grey_alpha_png_stays_grey_alpha():
@@ -326,8 +340,9 @@ def test_16bit_grey_alpha_png_stays_grey_alpha():
     assert np.array_equal(again.rgb, image.rgb)
 
 
-@pytest.mark.parametrize("ext, bit_depth, layout", [(".tif", 16, "RGBA"), (".webp", 8, "RGBA"), (".tif", 8, "LA"),
-                                                    (".png", 8, "LA")])
+@pytest.mark.parametrize(
+    "ext, bit_depth, layout", [(".tif", 16, "RGBA"), (".webp", 8, "RGBA"), (".tif", 8, "LA"), (".png", 8, "LA")]
+)
 def test_grey_alpha_in_other_formats(ext, bit_depth, layout):
     grey, alpha = _grey_alpha16()
     image = decode_image(_independent_la16_png(grey, alpha))

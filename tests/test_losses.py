@@ -22,7 +22,6 @@ from dcmp_cli.training.vgg import VGG19Features, VGGWeightsError, load_vgg19
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
 def _images(seed: int = 0, b: int = 2, h: int = 16, w: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(b, 3, h, w, generator=g) * 2 - 1, torch.rand(b, 3, h, w, generator=g) * 2 - 1
@@ -67,8 +66,14 @@ def test_dual_task_loss_matches_the_published_formula():
     assert terms.depth.item() == pytest.approx((plain + (depth_pred * w - target * w).abs().mean()).item(), rel=1e-6)
     assert terms.total.item() == pytest.approx(terms.dehaze.item() + terms.depth.item())
     assert set(terms.parts) == {"restore", "depth_consistency", "depth_weighted"}
-    custom = dual_task_loss(_dehaze_output(out), depth_pred, gt, hazy, target,
-                            LossWeights(restore=2.0, depth_consistency=0.0, depth=0.5, depth_weighted=0.0))
+    custom = dual_task_loss(
+        _dehaze_output(out),
+        depth_pred,
+        gt,
+        hazy,
+        target,
+        LossWeights(restore=2.0, depth_consistency=0.0, depth=0.5, depth_weighted=0.0),
+    )
     assert custom.dehaze.item() == pytest.approx(2 * (out - gt).abs().mean().item(), rel=1e-6)
     assert custom.depth.item() == pytest.approx(0.5 * plain.item(), rel=1e-6)
 
@@ -115,8 +120,9 @@ def test_clear_guides_are_detached_and_keep_batch_norm_statistics(term_gradients
     assert all(not g.requires_grad for g in guides)
     out, gt = _images()
     with pytest.raises(ValueError, match="guide features"):
-        dual_task_loss(_dehaze_output(out), torch.zeros(2, 1, 16, 20), gt, out, torch.zeros(2, 1, 16, 20),
-                       LossWeights(guide=1.0))
+        dual_task_loss(
+            _dehaze_output(out), torch.zeros(2, 1, 16, 20), gt, out, torch.zeros(2, 1, 16, 20), LossWeights(guide=1.0)
+        )
 
 
 # --- VGG19 ------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import shared_path, synthetic_hazy
 
 from dcmp_cli.data.datasets import discover_pairs, load_pair
 from dcmp_cli.data.image_io import image_to_tensor
@@ -25,6 +24,8 @@ from dcmp_cli.metrics import (
 )
 from dcmp_cli.noref import colourfulness, haze_density, no_reference, rms_contrast
 from dcmp_cli.prior import DarkChannelPrior
+
+from helpers import shared_path, synthetic_hazy
 
 C1, C2 = 0.01**2, 0.03**2
 

@@ -40,14 +40,27 @@ def test_tiny_preset_has_the_same_structure():
     assert full == tiny
     tiny_model = create_model("dcmpnet-tiny")
     assert all(len(stage.blocks) == 1 for stage in tiny_model.stages)
-    assert sum(p.numel() for p in tiny_model.parameters()) < sum(p.numel() for p in create_model("dcmpnet").parameters()) / 10
+    assert (
+        sum(p.numel() for p in tiny_model.parameters())
+        < sum(p.numel() for p in create_model("dcmpnet").parameters()) / 10
+    )
 
 
 def test_widths_are_derived_not_hard_coded():
     model = DehazeNet(
-        widths=(8, 16, 32), depths=(2, 1, 2, 1, 1), attention_blocks=(1, 1, 2, 0, 1), num_heads=(2, 2, 4, 1, 1),
-        guide_widths=(4, 8, 16), guide_channels=5, depth_widths=(4, 8), depth_growth=4, depth_dense_layers=2,
-        refine_growth=4, refine_layers=2, fusion_hidden=8, position_mlp_hidden=16,
+        widths=(8, 16, 32),
+        depths=(2, 1, 2, 1, 1),
+        attention_blocks=(1, 1, 2, 0, 1),
+        num_heads=(2, 2, 4, 1, 1),
+        guide_widths=(4, 8, 16),
+        guide_channels=5,
+        depth_widths=(4, 8),
+        depth_growth=4,
+        depth_dense_layers=2,
+        refine_growth=4,
+        refine_layers=2,
+        fusion_hidden=8,
+        position_mlp_hidden=16,
     ).eval()
     assert model.stage_inputs[0].in_channels == 8 + 8 + 1
     assert model.cross_scale.scale_attention[0].in_channels == 8 + 16 + 32

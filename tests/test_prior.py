@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import synthetic_hazy
 
 from dcmp_cli.data.haze import add_haze
 from dcmp_cli.prior import DarkChannelPrior, depth_from_transmission, guided_filter
+
+from helpers import synthetic_hazy
 
 
 def _psnr(a, b):

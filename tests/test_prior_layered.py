@@ -5,13 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from helpers import synthetic_hazy
 
 from dcmp_cli.data.haze import add_haze
 from dcmp_cli.data.video.testclips import textured_scene
 from dcmp_cli.noref import luma_ratio, noise_amplification
 from dcmp_cli.prior import DarkChannelPrior, ImagePrior, LayeredDehazer, RobustAirlight
 from dcmp_cli.prior.layered import Upsampler
+
+from helpers import synthetic_hazy
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from helpers import synthetic_hazy, write_png
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
@@ -24,6 +23,8 @@ from dcmp_cli.data.synth import (
     read_manifest,
     synthesize,
 )
+
+from helpers import synthetic_hazy, write_png
 
 runner = CliRunner()
 SIZE = (36, 48)

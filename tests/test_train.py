@@ -15,28 +15,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_hazy, write_png
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.core.checkpoint import read_checkpoint, save_checkpoint
 from dcmp_cli.models import create_model, get_preset
+from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training import model as model_module
 from dcmp_cli.training.config import TrainConfig, build_config
 from dcmp_cli.training.events import TrainEvents
 from dcmp_cli.training.metrics_log import read_metrics
-from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training.teacher import load_teacher
 from dcmp_cli.training.trainer import NonFiniteLossError, train
 from dcmp_cli.training.vgg import VGG19Features
+
+from helpers import synthetic_hazy, write_png
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "dcmpnet-tiny", "-b", "2", "--patch-size", "32", "--workers", "0", "--device", "cpu"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 
 def make_dataset(root: Path, count: int = 4) -> Path:
@@ -53,8 +53,17 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, **values) -> TrainConfig:
-    base = dict(data=str(data), preset="dcmpnet-tiny", batch_size=2, patch_size=32, num_workers=0, device="cpu",
-                log_every=1, seed=7, deterministic=True)
+    base = dict(
+        data=str(data),
+        preset="dcmpnet-tiny",
+        batch_size=2,
+        patch_size=32,
+        num_workers=0,
+        device="cpu",
+        log_every=1,
+        seed=7,
+        deterministic=True,
+    )
     return build_config(None, {**base, **values})
 
 
@@ -64,8 +73,24 @@ def tiny_config(data: Path, **values) -> TrainConfig:
 def test_cli_run_writes_a_run_folder_whose_checkpoints_work_as_weights(dataset, tmp_path):
     """Train two iterations, then use the checkpoints with dehaze, depth, video and eval."""
     run = tmp_path / "run"
-    result = runner.invoke(app, ["train", "--data", str(dataset), "--val-data", str(dataset), "--out", str(run),
-                                 "--iters", "2", *TINY, "--set", "log_every=1", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(dataset),
+            "--val-data",
+            str(dataset),
+            "--out",
+            str(run),
+            "--iters",
+            "2",
+            *TINY,
+            "--set",
+            "log_every=1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["step"] == 2 and summary["total_steps"] == 2 and not summary["interrupted"]
@@ -76,8 +101,16 @@ def test_cli_run_writes_a_run_folder_whose_checkpoints_work_as_weights(dataset, 
     rows = read_metrics(run / "metrics.jsonl")
     train_rows = [r for r in rows if r["type"] == "train"]
     assert [r["step"] for r in train_rows] == [1, 2]
-    for key in ("loss_dehaze", "loss_depth", "restore", "depth_consistency", "depth_weighted", "lr_dehaze",
-                "lr_depth", "images_per_s"):
+    for key in (
+        "loss_dehaze",
+        "loss_depth",
+        "restore",
+        "depth_consistency",
+        "depth_weighted",
+        "lr_dehaze",
+        "lr_depth",
+        "images_per_s",
+    ):
         assert np.isfinite(train_rows[-1][key]), key
     assert train_rows[0]["lr_dehaze"] > train_rows[1]["lr_dehaze"]  # cosine schedule, per iteration
     (val,) = [r for r in rows if r["type"] == "val"]
@@ -95,18 +128,41 @@ def test_cli_run_writes_a_run_folder_whose_checkpoints_work_as_weights(dataset, 
     assert json.loads((run / "best" / "best.json").read_text())["psnr"] == pytest.approx(val["psnr"])
 
     weights = run / "best" / "dcmpnet-tiny-dehaze.safetensors"
-    out = runner.invoke(app, ["dehaze", str(dataset / "hazy" / "img0.png"), str(tmp_path / "restored.png"),
-                              "--weights", str(weights), "--device", "cpu"])
+    out = runner.invoke(
+        app,
+        [
+            "dehaze",
+            str(dataset / "hazy" / "img0.png"),
+            str(tmp_path / "restored.png"),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+        ],
+    )
     assert out.exit_code == 0, out.output
     assert (tmp_path / "restored.png").is_file()
-    out = runner.invoke(app, ["depth", str(dataset / "hazy" / "img0.png"), str(tmp_path / "depth.png"),
-                              "--weights", str(run / "best" / "dcmpnet-tiny-depth.safetensors"), "--device", "cpu"])
+    out = runner.invoke(
+        app,
+        [
+            "depth",
+            str(dataset / "hazy" / "img0.png"),
+            str(tmp_path / "depth.png"),
+            "--weights",
+            str(run / "best" / "dcmpnet-tiny-depth.safetensors"),
+            "--device",
+            "cpu",
+        ],
+    )
     assert out.exit_code == 0, out.output
-    out = runner.invoke(app, ["video", str(dataset / "hazy"), str(tmp_path / "frames"), "--weights", str(weights),
-                              "--device", "cpu"])  # a folder of frames in, dehazed frames out
+    out = runner.invoke(
+        app, ["video", str(dataset / "hazy"), str(tmp_path / "frames"), "--weights", str(weights), "--device", "cpu"]
+    )  # a folder of frames in, dehazed frames out
     assert out.exit_code == 0, out.output
     assert sorted(p.name for p in (tmp_path / "frames").iterdir()) == [f"img{i}.png" for i in range(4)]
-    out = runner.invoke(app, ["eval", "--dataset", str(dataset), "--weights", str(weights), "--device", "cpu", "--json"])
+    out = runner.invoke(
+        app, ["eval", "--dataset", str(dataset), "--weights", str(weights), "--device", "cpu", "--json"]
+    )
     assert out.exit_code == 0, out.output
     (mean,) = json.loads(out.stdout)["datasets"][0]["means"]
     assert mean["images"] == 4 and mean["psnr"] == pytest.approx(val["psnr"], abs=1e-5)  # same protocol, same number
@@ -205,8 +261,13 @@ def test_skip_mode_skips_the_batch_and_says_so(dataset, tmp_path, monkeypatch):
 
 def test_teacher_contrastive_and_guide_terms_train(dataset, tmp_path):
     torch.manual_seed(0)
-    teacher = save_checkpoint(tmp_path / "teacher.safetensors", create_model("dcmpnet-tiny", "depth"), "depth",
-                              get_preset("dcmpnet-tiny").kwargs("depth"), extra={"depth_convention": "depth"})
+    teacher = save_checkpoint(
+        tmp_path / "teacher.safetensors",
+        create_model("dcmpnet-tiny", "depth"),
+        "depth",
+        get_preset("dcmpnet-tiny").kwargs("depth"),
+        extra={"depth_convention": "depth"},
+    )
     loaded = load_teacher(teacher, torch.device("cpu"))
     targets = loaded(torch.rand(2, 3, 32, 32))
     assert targets.shape == (2, 1, 32, 32) and 0 <= targets.min() and targets.max() <= 1
@@ -230,8 +291,25 @@ def test_two_process_gloo_run_ends_with_identical_weights(dataset, tmp_path):
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "dcmp_cli", "train", "--data", str(dataset),
-               "--out", str(tmp_path / "run"), "--iters", "2", *TINY, "--set", "log_every=1", "--json"]
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "dcmp_cli",
+        "train",
+        "--data",
+        str(dataset),
+        "--out",
+        str(tmp_path / "run"),
+        "--iters",
+        "2",
+        *TINY,
+        "--set",
+        "log_every=1",
+        "--json",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout)
@@ -245,10 +323,32 @@ def test_ctrl_c_saves_last_notes_once_and_says_how_to_resume(dataset, tmp_path):
     """A terminal's Ctrl-C reaches the whole process group, data-loading workers included (issue 14)."""
     run = tmp_path / "run"
     options = [o for o in TINY if o not in ("--workers", "0")]
-    command = [sys.executable, "-m", "dcmp_cli", "train", "--data", str(dataset), "--out", str(run), "--iters", "1000",
-               *options, "--workers", "1", "--set", "log_every=1"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "dcmp_cli",
+        "train",
+        "--data",
+        str(dataset),
+        "--out",
+        str(run),
+        "--iters",
+        "1000",
+        *options,
+        "--workers",
+        "1",
+        "--set",
+        "log_every=1",
+    ]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -271,8 +371,13 @@ def test_ctrl_c_saves_last_notes_once_and_says_how_to_resume(dataset, tmp_path):
 @pytest.mark.slow
 def test_a_few_cpu_minutes_of_the_tiny_preset_beat_the_hazy_input(tmp_path):
     """benchmarks/train_tiny_cpu.py: 400 iterations on synthetic scenes; validation PSNR must clearly rise."""
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_tiny_cpu.py"), "--work", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=3600)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_tiny_cpu.py"), "--work", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=3600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     validations = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["type"] == "val"]
     assert validations[-1]["best_psnr"] > validations[-1]["hazy_psnr"] + 3.0, proc.stdout

@@ -38,7 +38,7 @@ def test_shipped_config_files():
 
 
 def test_sections_and_flat_keys_and_formats(tmp_path):
-    (tmp_path / "a.toml").write_text('[optim]\nlr_dehaze = 2e-4\nbatch_size = 4\n[data]\npatch_size = 64\n')
+    (tmp_path / "a.toml").write_text("[optim]\nlr_dehaze = 2e-4\nbatch_size = 4\n[data]\npatch_size = 64\n")
     (tmp_path / "b.json").write_text(json.dumps({"lr_dehaze": 2e-4, "batch_size": 4, "patch_size": 64}))
     a, b = build_config(tmp_path / "a.toml"), build_config(tmp_path / "b.json")
     assert a == b and a.lr_dehaze == 2e-4 and a.batch_size == 4 and a.patch_size == 64
@@ -95,13 +95,21 @@ def test_set_assignments():
 
 def test_resolve_train_config_merges_like_the_command(tmp_path):
     """File < overrides < KEY=VALUE assignments; ``given`` holds what the user set, not the defaults."""
-    (tmp_path / "c.toml").write_text('[optim]\nbatch_size = 4\niters = 50\n[data]\npatch_size = 64\n')
-    resolved = resolve_train_config(tmp_path / "c.toml", {"data": tmp_path / "pairs", "batch_size": 2, "seed": None},
-                                    ["loss.w_guide=0.5", "batch_size=6"])
+    (tmp_path / "c.toml").write_text("[optim]\nbatch_size = 4\niters = 50\n[data]\npatch_size = 64\n")
+    resolved = resolve_train_config(
+        tmp_path / "c.toml",
+        {"data": tmp_path / "pairs", "batch_size": 2, "seed": None},
+        ["loss.w_guide=0.5", "batch_size=6"],
+    )
     c = resolved.config
     assert (c.batch_size, c.patch_size, c.iters, c.w_guide, c.data) == (6, 64, 50, 0.5, str(tmp_path / "pairs"))
-    assert dict(resolved.given) == {"batch_size": 6, "iters": 50, "patch_size": 64, "data": str(tmp_path / "pairs"),
-                                    "w_guide": 0.5}
+    assert dict(resolved.given) == {
+        "batch_size": 6,
+        "iters": 50,
+        "patch_size": 64,
+        "data": str(tmp_path / "pairs"),
+        "w_guide": 0.5,
+    }
     # A given epochs count wins over the file's iters; both given is an error naming the key.
     assert resolve_train_config(tmp_path / "c.toml", {"epochs": 3}).config.iters == 0
     with pytest.raises(ConfigError, match="epochs or iters, not both") as info:

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_hazy, write_png
 
 from dcmp_cli.data.datasets import discover_pairs
 from dcmp_cli.data.image_io import write_image
@@ -21,8 +20,9 @@ from dcmp_cli.training.data import (
     folder_depth_target,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+from helpers import synthetic_hazy, write_png
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_pairs(root: Path, count: int = 3, size: tuple[int, int] = (48, 64), depth: bool = False) -> Path:
@@ -85,8 +85,9 @@ def test_sots_border_is_accepted_and_depth_maps_required_when_asked(tmp_path):
 def test_augment_applies_one_transform_to_every_array():
     rng_image = np.random.default_rng(0).random((40, 50, 3)).astype(np.float32)
     for seed in range(20):
-        a, b, c = augment([rng_image, rng_image + 1.0, rng_image[:, :, :1] * 2], 32, 0.1, False,
-                          np.random.default_rng(seed))
+        a, b, c = augment(
+            [rng_image, rng_image + 1.0, rng_image[:, :, :1] * 2], 32, 0.1, False, np.random.default_rng(seed)
+        )
         assert a.shape == (32, 32, 3) and c.shape == (32, 32, 1)
         np.testing.assert_array_equal(b, a + 1.0)
         np.testing.assert_array_equal(c, a[:, :, :1] * 2)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import synthetic_hazy, write_png
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -26,6 +25,8 @@ from dcmp_cli.training.config import TrainConfig, build_config
 from dcmp_cli.training.run_folder import RunFolderError, RunPaths, prepare_run
 from dcmp_cli.training.state import load_state
 from dcmp_cli.training.trainer import train
+
+from helpers import synthetic_hazy, write_png
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +44,18 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def tiny_config(data: Path, **values) -> TrainConfig:
-    base = dict(data=str(data), preset="dcmpnet-tiny", batch_size=2, patch_size=32, num_workers=0, device="cpu",
-                log_every=1, seed=7, deterministic=True, tensorboard=False)
+    base = dict(
+        data=str(data),
+        preset="dcmpnet-tiny",
+        batch_size=2,
+        patch_size=32,
+        num_workers=0,
+        device="cpu",
+        log_every=1,
+        seed=7,
+        deterministic=True,
+        tensorboard=False,
+    )
     return build_config(None, {**base, **values})
 
 
@@ -83,8 +94,14 @@ atomic_folder.write_folder_atomic(target, write)
 
 @pytest.mark.parametrize(
     "point, expected",
-    [("write", "old"), ("rename1", "old"), ("rename2", "new"), ("rename3", "new"), ("remove-old", "new"),
-     ("none", "new")],
+    [
+        ("write", "old"),
+        ("rename1", "old"),
+        ("rename2", "new"),
+        ("rename3", "new"),
+        ("remove-old", "new"),
+        ("none", "new"),
+    ],
 )
 def test_a_killed_write_leaves_one_complete_unit(tmp_path, point, expected):
     """rename1: partial -> ready; rename2: last -> old; rename3: ready -> last."""
@@ -93,8 +110,9 @@ def test_a_killed_write_leaves_one_complete_unit(tmp_path, point, expected):
     for name in ("state.pt", "net.safetensors"):
         (target / name).write_text("old")
     (target / ".state.x1y2.tmp.pt").write_text("left by an older dcmp")
-    proc = subprocess.run([sys.executable, "-c", _CRASH, str(target), point], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH, str(target), point], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == (0 if point == "none" else 9), proc.stderr
     recover_folder(target)
     assert {p.name: p.read_text() for p in target.iterdir()} == {"state.pt": expected, "net.safetensors": expected}
@@ -141,7 +159,10 @@ def test_a_crash_while_saving_last_leaves_it_consistent_and_resume_cleans_up(dat
     exported = load_file(str(paths.network(paths.last, "dcmpnet-tiny", "dehaze")))
     assert all(torch.equal(exported[k], state["dehaze"][k]) for k in exported)  # networks of iteration 1, too
     assert sorted(p.name for p in paths.last.iterdir()) == [
-        "dcmpnet-tiny-dehaze.safetensors", "dcmpnet-tiny-depth.safetensors", "state.pt"]
+        "dcmpnet-tiny-dehaze.safetensors",
+        "dcmpnet-tiny-depth.safetensors",
+        "state.pt",
+    ]
     assert leftovers(paths.last) == []
 
     (paths.last / ".state.k9l0.tmp.pt").write_text("left by a killed older dcmp")  # the reported leftover

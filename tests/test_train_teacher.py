@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import synthetic_hazy, write_png
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.core.checkpoint import CheckpointError, read_checkpoint
 from dcmp_cli.training.teacher import TeacherError, load_teacher, normalise_per_sample
+
+from helpers import synthetic_hazy, write_png
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
@@ -41,8 +42,9 @@ def _conv() -> torch.nn.Module:
 
 def _export(conv: torch.nn.Module, path: Path) -> Path:
     dynamic = torch.export.Dim.DYNAMIC
-    exported = torch.export.export(conv, (torch.rand(2, 3, 16, 16),),
-                                   dynamic_shapes={"input": {0: dynamic, 2: dynamic, 3: dynamic}})
+    exported = torch.export.export(
+        conv, (torch.rand(2, 3, 16, 16),), dynamic_shapes={"input": {0: dynamic, 2: dynamic, 3: dynamic}}
+    )
     torch.export.save(exported, path)
     return path
 
@@ -98,9 +100,30 @@ def test_dcmp_train_refuses_a_crafted_teacher_and_names_the_option(tmp_path):
         write_png(tmp_path / "data" / "GT" / f"{i}.png", clear)
     marker = tmp_path / "ran"
     evil = crafted_export(tmp_path / "teacher.pth", marker)
-    result = runner.invoke(app, ["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
-                                 "--depth-teacher", str(evil), "--preset", "dcmpnet-tiny", "-b", "2",
-                                 "--patch-size", "32", "--workers", "0", "--device", "cpu", "--iters", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "run"),
+            "--depth-teacher",
+            str(evil),
+            "--preset",
+            "dcmpnet-tiny",
+            "-b",
+            "2",
+            "--patch-size",
+            "32",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--iters",
+            "1",
+        ],
+    )
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     error = " ".join(line for line in lines if not line.startswith("note:"))

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 from typer.testing import CliRunner
-from video_clips import audio_seconds, make_clip, truncate
 
 from dcmp_cli.cli.app import app
 from dcmp_cli.core.prior_models import PriorDehazer
@@ -20,6 +19,8 @@ from dcmp_cli.data.video.decode import read_frames
 from dcmp_cli.data.video.encode import open_video_writer
 from dcmp_cli.data.video.probe import probe_video
 from dcmp_cli.data.video.testclips import hazy_clip
+
+from video_clips import audio_seconds, make_clip, truncate
 
 runner = CliRunner()
 
@@ -128,15 +129,27 @@ def test_interrupted_run_leaves_no_partial_output(tmp_path, monkeypatch):
 
 def test_sigint_to_a_real_process_leaves_no_partial_output(tmp_path):
     source = tmp_path / "long.mp4"
-    subprocess.run([sys.executable, "-c", (
-        "import subprocess, sys\n"
-        "from dcmp_cli.data.video.ffmpeg import ffmpeg_exe\n"
-        f"subprocess.run([ffmpeg_exe(), '-v', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc=size=160x120:rate=30', "
-        f"'-frames:v', '3000', '-c:v', 'libx264', '-preset', 'ultrafast', {str(source)!r}], check=True)"
-    )], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import subprocess, sys\n"
+                "from dcmp_cli.data.video.ffmpeg import ffmpeg_exe\n"
+                "subprocess.run([ffmpeg_exe(), '-v', 'error', '-y', '-f', 'lavfi', "
+                "'-i', 'testsrc=size=160x120:rate=30', "
+                f"'-frames:v', '3000', '-c:v', 'libx264', '-preset', 'ultrafast', {str(source)!r}], check=True)"
+            ),
+        ],
+        check=True,
+    )
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "dcmp_cli", "video", str(source), str(out / "long.mp4"),
-                             "--method", "dcp"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dcmp_cli", "video", str(source), str(out / "long.mp4"), "--method", "dcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not any(n.startswith(".") for n in all_files(out)):
@@ -214,15 +227,47 @@ def test_network_batches_give_the_same_video(tmp_path, tiny_dehaze_ckpt):
     decoded = {}
     for batch in ("1", "3"):
         target = tmp_path / f"b{batch}.mp4"
-        result = runner.invoke(app, ["video", str(source), str(target), "--method", "dcmp", "--weights",
-                                     str(tiny_dehaze_ckpt), "--device", "cpu", "--batch", batch, "--smooth", "0.8"])
+        result = runner.invoke(
+            app,
+            [
+                "video",
+                str(source),
+                str(target),
+                "--method",
+                "dcmp",
+                "--weights",
+                str(tiny_dehaze_ckpt),
+                "--device",
+                "cpu",
+                "--batch",
+                batch,
+                "--smooth",
+                "0.8",
+            ],
+        )
         assert result.exit_code == 0, result.output
         decoded[batch] = list(read_frames(probe_video(target)))
     assert len(decoded["1"]) == 5
     for a, b in zip(decoded["1"], decoded["3"]):
         assert np.abs(a.astype(int) - b).max() <= 1
-    tiled = runner.invoke(app, ["video", str(source), str(tmp_path / "tiled.mp4"), "--method", "dcmp", "--weights",
-                                str(tiny_dehaze_ckpt), "--device", "cpu", "--tile", "32", "--batch", "2"])
+    tiled = runner.invoke(
+        app,
+        [
+            "video",
+            str(source),
+            str(tmp_path / "tiled.mp4"),
+            "--method",
+            "dcmp",
+            "--weights",
+            str(tiny_dehaze_ckpt),
+            "--device",
+            "cpu",
+            "--tile",
+            "32",
+            "--batch",
+            "2",
+        ],
+    )
     assert tiled.exit_code == 0, tiled.output
     info = probe_video(tmp_path / "tiled.mp4")
     assert (info.frame_count, info.width, info.height) == (5, 48, 32)

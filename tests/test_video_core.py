@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import shared_path
 
 from dcmp_cli.core.flicker import FlickerMeter, flicker
 from dcmp_cli.core.predictor import DehazePredictor
@@ -22,6 +21,8 @@ from dcmp_cli.data.video.testclips import hazy_clip
 from dcmp_cli.models import create_model
 from dcmp_cli.models.global_stats import StatsPolicy
 from dcmp_cli.prior import DarkChannelPrior, LayeredDehazer
+
+from helpers import shared_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -254,8 +255,10 @@ def _real_clip_frames(count: int | None = None, size=(160, 90)) -> list[np.ndarr
     from dcmp_cli.data.video.probe import probe_video
 
     info = probe_video(shared_path("data", "video", "dvp30_hazy_video.mp4"))
-    return [cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-            for f in read_frames(info, FrameRange(max_frames=count))]
+    return [
+        cv2.resize(f, size, interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        for f in read_frames(info, FrameRange(max_frames=count))
+    ]
 
 
 def test_real_clip_cut_is_found_and_prior_smoothing_lowers_flicker():
@@ -301,6 +304,7 @@ def test_layered_globals_follow_the_ema():
     prior = LayeredDehazer()
     outputs = TemporalDehazer(PriorDehazer(prior), TemporalOptions(smooth=0.5, scene_cut=0.1))(frames)
     estimates = [prior.estimate_globals(f) for f in frames]
-    np.testing.assert_allclose(outputs[1], prior.dehaze(frames[1], 0.5 * estimates[0] + 0.5 * estimates[1]).image,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        outputs[1], prior.dehaze(frames[1], 0.5 * estimates[0] + 0.5 * estimates[1]).image, atol=1e-6
+    )
     np.testing.assert_allclose(outputs[3], prior.dehaze(frames[3]).image, atol=1e-6)  # restarted at the cut

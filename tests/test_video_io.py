@@ -11,12 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import shared_path
-from video_clips import (  # test_video_cli imports the first two from here
-    audio_seconds,
-    make_clip,
-    truncate,
-)
 
 import dcmp_cli.data.video as video_package
 from dcmp_cli.data.image_io import quantize, write_image
@@ -33,6 +27,13 @@ from dcmp_cli.data.video.probe import (
     probe_video,
 )
 from dcmp_cli.data.video.testclips import hazy_clip
+
+from helpers import shared_path
+from video_clips import (  # test_video_cli imports the first two from here
+    audio_seconds,
+    make_clip,
+    truncate,
+)
 
 # --------------------------------------------------------------------------- probing
 
@@ -96,7 +97,9 @@ def test_probe_rejects_what_is_not_a_video(tmp_path):
     text.write_text("not a video at all")
     truncated = truncate(make_clip(tmp_path / "whole.mp4"), tmp_path / "truncated.mp4", 0.2)  # index last: lost
     audio_only = tmp_path / "tone.m4a"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "sine", "-t", "0.3", str(audio_only)], check=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi", "-i", "sine", "-t", "0.3", str(audio_only)], check=True
+    )
     image = write_image(tmp_path / "still.png", np.full((20, 20, 3), 0.5, np.float32))
     cases = {
         text: "not a readable video",
@@ -117,7 +120,9 @@ def test_mp4_index_length_counts_samples_and_the_edit_list(tmp_path):
     assert mp4_video_length(clip).seconds == pytest.approx(1.0)
     # Cut without re-encoding: every sample stays stored, the edit list hides the first 0.5 s.
     trimmed = tmp_path / "trimmed.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-ss", "0.5", "-i", str(clip), "-c", "copy", str(trimmed)], check=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-ss", "0.5", "-i", str(clip), "-c", "copy", str(trimmed)], check=True
+    )
     index = mp4_video_length(trimmed)
     assert index.frames == 30 and index.seconds == pytest.approx(0.5, abs=0.04)
     assert mp4_video_length(tmp_path / "missing.mp4") is None
@@ -188,9 +193,18 @@ def test_complete_files_never_read_short(tmp_path):
     """No false alarms: trimmed selections, resampling, an edit list, a container without a length."""
     clip = make_clip(tmp_path / "c.mp4", frames=30, rate="30")
     trimmed = tmp_path / "trimmed.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-ss", "0.5", "-i", str(clip), "-c", "copy", str(trimmed)], check=True)
-    ranges = (FrameRange(), FrameRange(start=0.2, end=0.7), FrameRange(fps=Fraction(7)), FrameRange(start=0.8),
-              FrameRange(start=5.0), FrameRange(max_frames=50), FrameRange(end=0.9, fps=Fraction(24000, 1001)))
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-ss", "0.5", "-i", str(clip), "-c", "copy", str(trimmed)], check=True
+    )
+    ranges = (
+        FrameRange(),
+        FrameRange(start=0.2, end=0.7),
+        FrameRange(fps=Fraction(7)),
+        FrameRange(start=0.8),
+        FrameRange(start=5.0),
+        FrameRange(max_frames=50),
+        FrameRange(end=0.9, fps=Fraction(24000, 1001)),
+    )
     for path in (clip, trimmed):
         info = probe_video(path)
         assert not info.truncated
@@ -251,9 +265,15 @@ def _smooth_frames(count: int, height: int, width: int) -> list[np.ndarray]:
 
 
 def test_writer_keeps_rate_count_audio_rotation_and_colour(tmp_path):
-    source = make_clip(tmp_path / "src.mp4", frames=10, rotation=90,
-                       extra=("-vf", ("scale=out_color_matrix=bt709,setparams=colorspace=bt709:color_primaries=bt709"
-                                      ":color_trc=bt709:range=tv")))
+    source = make_clip(
+        tmp_path / "src.mp4",
+        frames=10,
+        rotation=90,
+        extra=(
+            "-vf",
+            ("scale=out_color_matrix=bt709,setparams=colorspace=bt709:color_primaries=bt709:color_trc=bt709:range=tv"),
+        ),
+    )
     info = probe_video(source)
     assert info.color == ColorInfo("tv", "bt709", "bt709", "bt709")
     frames = _smooth_frames(10, info.height, info.width)
@@ -279,8 +299,9 @@ def test_writer_trims_audio_with_the_video(tmp_path):
     source = make_clip(tmp_path / "src.mp4", frames=30, rate="30")
     info = probe_video(source)
     target = tmp_path / "cut.mp4"
-    with open_video_writer(target, info.width, info.height, info.fps, EncodeOptions(), info,
-                           audio_start=0.3, trim_audio=True) as sink:
+    with open_video_writer(
+        target, info.width, info.height, info.fps, EncodeOptions(), info, audio_start=0.3, trim_audio=True
+    ) as sink:
         for frame in _smooth_frames(12, info.height, info.width):
             sink.write(frame)
     assert probe_video(target).frame_count == 12
@@ -299,17 +320,25 @@ def test_writer_keeps_odd_sizes_exactly(tmp_path):
         assert bool(sink.result.notes) == (codec == "libx264")
 
 
-@pytest.mark.parametrize("suffix, codec, sar", [
-    (".mp4", "libx264", Fraction(148, 195)),  # 65×37 shown at 4:3
-    (".mp4", "libx264", Fraction(3856, 2889)),  # a 963×964 video shown at 4:3, as reported
-    (".mov", "libx264", Fraction(148, 195)),
-    (".mkv", "libx264", Fraction(148, 195)),
-    (".mkv", "vp9", Fraction(148, 195)),
-])
+@pytest.mark.parametrize(
+    "suffix, codec, sar",
+    [
+        (".mp4", "libx264", Fraction(148, 195)),  # 65×37 shown at 4:3
+        (".mp4", "libx264", Fraction(3856, 2889)),  # a 963×964 video shown at 4:3, as reported
+        (".mov", "libx264", Fraction(148, 195)),
+        (".mkv", "libx264", Fraction(148, 195)),
+        (".mkv", "vp9", Fraction(148, 195)),
+    ],
+)
 def test_writer_keeps_a_non_square_pixel_aspect_ratio_exactly(tmp_path, suffix, codec, sar):
     # Terms above 100, setsar's default bound, which used to round 148:195 to 63:83 and 3856:2889 to 4:3.
-    source = make_clip(tmp_path / "src.mp4", frames=3, size="65x37", audio=False,
-                       extra=("-vf", f"setsar={sar.numerator}/{sar.denominator}:max=10000"))
+    source = make_clip(
+        tmp_path / "src.mp4",
+        frames=3,
+        size="65x37",
+        audio=False,
+        extra=("-vf", f"setsar={sar.numerator}/{sar.denominator}:max=10000"),
+    )
     info = probe_video(source)
     assert info.sample_aspect == sar
     target = tmp_path / f"out{suffix}"
@@ -322,15 +351,18 @@ def test_writer_keeps_a_non_square_pixel_aspect_ratio_exactly(tmp_path, suffix, 
 
 
 def test_webm_that_cannot_store_the_pixel_aspect_ratio_says_so(tmp_path):
-    source = make_clip(tmp_path / "src.mp4", frames=2, size="65x37", audio=False, extra=("-vf", "setsar=148/195:max=1000"))
+    source = make_clip(
+        tmp_path / "src.mp4", frames=2, size="65x37", audio=False, extra=("-vf", "setsar=148/195:max=1000")
+    )
     info = probe_video(source)
     with open_video_writer(tmp_path / "out.webm", 65, 37, info.fps, EncodeOptions(codec="vp9"), info) as sink:
         for frame in read_frames(info):
             sink.write(frame)
     written = probe_video(tmp_path / "out.webm").sample_aspect
     assert written != Fraction(148, 195)  # WebM keeps a whole-pixel display width (49 of 65)
-    assert any("148:195 exactly" in note and f"{written.numerator}:{written.denominator}" in note
-               for note in sink.result.notes)
+    assert any(
+        "148:195 exactly" in note and f"{written.numerator}:{written.denominator}" in note for note in sink.result.notes
+    )
 
 
 def test_hevc_in_mp4_and_mov_is_tagged_hvc1(tmp_path):
@@ -353,15 +385,19 @@ def test_writer_leaves_nothing_on_error(tmp_path):
             sink.write(frame)
         raise KeyboardInterrupt
     assert list(target.parent.iterdir()) == []
-    with pytest.raises(ValueError, match="expected a 64×48 uint8 RGB frame"), \
-            open_video_writer(target, 64, 48, Fraction(25)) as sink:
+    with (
+        pytest.raises(ValueError, match="expected a 64×48 uint8 RGB frame"),
+        open_video_writer(target, 64, 48, Fraction(25)) as sink,
+    ):
         sink.write(np.zeros((48, 65, 3), np.uint8))
     assert list(target.parent.iterdir()) == []
 
 
 def test_writer_refuses_unknown_encoders_and_empty_videos(tmp_path):
-    with pytest.raises(VideoWriteError, match="unknown video encoder"), \
-            open_video_writer(tmp_path / "x.mp4", 64, 48, Fraction(25), EncodeOptions(codec="nope")):
+    with (
+        pytest.raises(VideoWriteError, match="unknown video encoder"),
+        open_video_writer(tmp_path / "x.mp4", 64, 48, Fraction(25), EncodeOptions(codec="nope")),
+    ):
         pass
     with pytest.raises(VideoWriteError, match="no frames"), open_video_writer(tmp_path / "y.mp4", 64, 48, Fraction(25)):
         pass
@@ -376,8 +412,11 @@ def test_messages_never_name_command_line_flags():
     offenders = []
     for module in sorted(Path(video_package.__file__).parent.glob("*.py")):
         tree = ast.parse(module.read_text())
-        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node)}
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node)
+        }
         for node in ast.walk(tree):
             is_text = isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
             if is_text and re.search(r"--[a-z]", node.value):

@@ -49,8 +49,9 @@ class Invert(Dehazer):
         self.runs = 0
         self.during_run = during_run
 
-    def run(self, images: torch.Tensor, *, progress: ProgressFn | None = None,
-            temporal: TemporalState | None = None) -> torch.Tensor:
+    def run(
+        self, images: torch.Tensor, *, progress: ProgressFn | None = None, temporal: TemporalState | None = None
+    ) -> torch.Tensor:
         self.runs += 1
         if self.during_run is not None:
             self.during_run()
@@ -86,8 +87,9 @@ class Recorder(BatchEvents):
 
     def wait_for(self, name: str, count: int = 1, timeout: float = 6.0) -> list[ItemResult]:
         with self.changed:
-            if not self.changed.wait_for(lambda: len([r for r in self.finished if r.input.name == name]) >= count,
-                                         timeout):
+            if not self.changed.wait_for(
+                lambda: len([r for r in self.finished if r.input.name == name]) >= count, timeout
+            ):
                 raise AssertionError(f"no result for {name} in {timeout} s; got {[r.as_dict() for r in self.finished]}")
         return self.of(name)
 
@@ -158,8 +160,19 @@ def run_watch(
     thread.start()
     guard.start()
     try:
-        summary = watch_dehaze(input, output, dehazer or Invert(), options, events=recorder, stop=stop,
-                               on_ready=on_ready, poll_interval=POLL, settle=settle, backend=backend, **kwargs)
+        summary = watch_dehaze(
+            input,
+            output,
+            dehazer or Invert(),
+            options,
+            events=recorder,
+            stop=stop,
+            on_ready=on_ready,
+            poll_interval=POLL,
+            settle=settle,
+            backend=backend,
+            **kwargs,
+        )
     finally:
         stop.set()
         guard.cancel()
@@ -231,7 +244,7 @@ def test_slow_write_is_processed_once_when_complete(tmp_path, backend):
     def scenario(rec: Recorder) -> None:
         with open(src / "slow.jpg", "wb") as f:
             for i in range(chunks):
-                f.write(data[i * len(data) // chunks:(i + 1) * len(data) // chunks])
+                f.write(data[i * len(data) // chunks : (i + 1) * len(data) // chunks])
                 f.flush()
                 time.sleep(pause)
         rec.wait_for("slow.jpg")
@@ -266,7 +279,10 @@ def test_non_image_corrupt_tiny_and_temporary_files(tmp_path):
 
     summary, _, _ = run_watch(src, out, scenario)
     assert by_name(summary.results) == {
-        "notes.txt": ["ignored"], "corrupt.png": ["failed"], "tiny.png": ["failed"], "good.png": ["done"],
+        "notes.txt": ["ignored"],
+        "corrupt.png": ["failed"],
+        "tiny.png": ["failed"],
+        "good.png": ["done"],
     }
     reasons = {r.input.name: r.reason for r in summary.results}
     assert "corrupt or truncated" in reasons["corrupt.png"]
@@ -292,7 +308,7 @@ def test_file_growing_again_while_read_is_not_reported(tmp_path, monkeypatch):
             if not resumed:  # the rest of the file arrives during the first read
                 resumed.append(path)
                 with open(path, "ab") as f:
-                    f.write(data[len(data) // 2:])
+                    f.write(data[len(data) // 2 :])
 
     monkeypatch.setattr(watch, "read_image", read_while_writer_resumes)
 
@@ -338,7 +354,9 @@ def test_recursive_watch_takes_new_sub_folders(tmp_path, backend):
 
     summary, _, _ = run_watch(src, out, scenario, backend=backend, recursive=True)
     assert sorted((r.input.relative_to(src).as_posix(), r.status) for r in summary.results) == [
-        ("album/z.png", "done"), ("sub/deeper/x.png", "done")]
+        ("album/z.png", "done"),
+        ("sub/deeper/x.png", "done"),
+    ]
     assert np.array_equal(pixels(out / "sub" / "deeper" / "x.png"), 255 - image(10))
     assert np.array_equal(pixels(out / "album" / "z.png"), 255 - image(11))
 
@@ -378,7 +396,10 @@ def test_output_inside_input_does_not_loop(tmp_path, backend):
 
     summary, _, _ = run_watch(src, out, scenario, backend=backend, recursive=True)
     assert sorted((r.input.relative_to(src).as_posix(), r.status) for r in summary.results) == [
-        ("a.png", "done"), ("b.png", "done"), ("old.png", "skipped")]
+        ("a.png", "done"),
+        ("b.png", "done"),
+        ("old.png", "skipped"),
+    ]
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.png", "b.png", "dropped.png", "old.png"]
 
 
@@ -481,8 +502,9 @@ def test_a_signal_handler_setting_stop_ends_the_wait(tmp_path, backend):
     guard.start()
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.3)
-        summary = watch_dehaze(src, tmp_path / "out", Invert(), stop=stop, poll_interval=0.5, settle=SETTLE,
-                               backend=backend)
+        summary = watch_dehaze(
+            src, tmp_path / "out", Invert(), stop=stop, poll_interval=0.5, settle=SETTLE, backend=backend
+        )
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -579,9 +601,25 @@ def test_cli_watch_processes_arrivals_and_stops_on_sigint(tmp_path):
     inbox.mkdir()
     write_image(inbox / "first.png", np.full((24, 32, 3), 0.6, np.float32))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dcmp_cli", "dehaze", str(inbox), str(outbox), "--watch", "--method", "dcp",
-         "--settle", "0.2", "--watch-backend", "poll", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "dcmp_cli",
+            "dehaze",
+            str(inbox),
+            str(outbox),
+            "--watch",
+            "--method",
+            "dcp",
+            "--settle",
+            "0.2",
+            "--watch-backend",
+            "poll",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

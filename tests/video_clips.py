@@ -34,8 +34,23 @@ def make_clip(
     subprocess.run(cmd, check=True)
     if rotation is not None:
         rotated = path.with_name("rot-" + path.name)
-        subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-y", "-display_rotation", str(rotation), "-i",
-                        str(path), "-c", "copy", str(rotated)], check=True)
+        subprocess.run(
+            [
+                ffmpeg_exe(),
+                "-hide_banner",
+                "-v",
+                "error",
+                "-y",
+                "-display_rotation",
+                str(rotation),
+                "-i",
+                str(path),
+                "-c",
+                "copy",
+                str(rotated),
+            ],
+            check=True,
+        )
         rotated.replace(path)
     return path
 
@@ -49,7 +64,25 @@ def truncate(source: Path, target: Path, fraction: float = 0.5) -> Path:
 
 def audio_seconds(path: Path) -> float:
     """Total duration of the first audio stream's packets."""
-    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-v", "error", "-i", str(path), "-map", "0:a:0", "-c", "copy",
-                          "-f", "framecrc", "-"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-v",
+            "error",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-c",
+            "copy",
+            "-f",
+            "framecrc",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     tb = next(Fraction(line.split(":", 1)[1].strip()) for line in out.splitlines() if line.startswith("#tb"))
     return float(sum(int(line.split(",")[3]) for line in out.splitlines() if line.startswith("0,")) * tb)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from typer.core import TyperCommand
@@ -42,7 +42,7 @@ def _root(
         bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     threads: Annotated[
-        Optional[int],
+        int | None,
         typer.Option("--threads", help="CPU threads for the networks (default: PyTorch's, one per core).", min=1),
     ] = None,
 ) -> None:
@@ -91,8 +91,10 @@ def misplaced_option_hint(argv: list[str]) -> str | None:
     if argv[command] in _POSITIONAL_IO:
         for alias in ("-i", "--input", "-o", "--output"):
             if alias in after:
-                return (f"INPUT and OUTPUT are positional arguments, without {alias}: "
-                        f"dcmp {argv[command]} INPUT OUTPUT [OPTIONS]")
+                return (
+                    f"INPUT and OUTPUT are positional arguments, without {alias}: "
+                    f"dcmp {argv[command]} INPUT OUTPUT [OPTIONS]"
+                )
     return None
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -73,11 +73,16 @@ def print_json(data: object) -> None:
 # ----------------------------------------------------------------------------- options
 
 DeviceOption = Annotated[
-    str, typer.Option("--device", "-d", help="Where the network runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.")
+    str,
+    typer.Option(
+        "--device", "-d", help="Where the network runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+    ),
 ]
 PrecisionOption = Annotated[
     Precision,
-    typer.Option("--precision", help="fp32, or fp16 / bf16 mixed precision (GPU; bf16 also on CPU). Global statistics stay fp32."),
+    typer.Option(
+        "--precision", help="fp32, or fp16 / bf16 mixed precision (GPU; bf16 also on CPU). Global statistics stay fp32."
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary on stdout.")]
 MethodOption = Annotated[
@@ -97,9 +102,11 @@ TileOption = Annotated[
         "it fits the memory budget, else the largest tile that does.",
     ),
 ]
-TileOverlapOption = Annotated[int, typer.Option("--tile-overlap", help="Pixels neighbouring tiles share; blended.", min=0)]
+TileOverlapOption = Annotated[
+    int, typer.Option("--tile-overlap", help="Pixels neighbouring tiles share; blended.", min=0)
+]
 MaxMemoryOption = Annotated[
-    Optional[str],
+    str | None,
     typer.Option(
         "--max-memory",
         help="Memory budget for one forward pass, e.g. 2G or 800M. Default: 80% of free GPU memory, or up to 2 GiB of "
@@ -111,14 +118,17 @@ CompileOption = Annotated[
     bool, typer.Option("--compile", help="Compile the network with torch.compile (slow start, faster on long runs).")
 ]
 RecursiveOption = Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of INPUT.")]
-OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")]
-ForceOption = Annotated[
-    bool, typer.Option("--force", help="Write image data to stdout even when it is a terminal.")
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")
 ]
+ForceOption = Annotated[bool, typer.Option("--force", help="Write image data to stdout even when it is a terminal.")]
 ShardOption = Annotated[
-    Optional[str],
-    typer.Option("--shard", help="K/N: process only shard K of N (by a hash of each path), for N parallel jobs.",
-                 show_default=False),
+    str | None,
+    typer.Option(
+        "--shard",
+        help="K/N: process only shard K of N (by a hash of each path), for N parallel jobs.",
+        show_default=False,
+    ),
 ]
 
 
@@ -194,8 +204,10 @@ def announce_dehazer(requested: Method, dehazer: ImageModel) -> None:
     if requested != Method.AUTO:
         return
     if dehazer.weights is None:
-        note(f"no DCMPNet weights found: using the {dehazer.title}, which needs none (--method {dehazer.method}); "
-             "pass --weights or see weights/README.md for DCMPNet")
+        note(
+            f"no DCMPNet weights found: using the {dehazer.title}, which needs none (--method {dehazer.method}); "
+            "pass --weights or see weights/README.md for DCMPNet"
+        )
     else:
         note(f"using DCMPNet weights {dehazer.weights} on {dehazer.device}")
 
@@ -306,8 +318,12 @@ def render_summary(summary: BatchSummary, title: str) -> None:
 
 def summary_json(summary: BatchSummary, **extra: object) -> dict:
     counts = {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")}  # type: ignore[arg-type]
-    return {**extra, "counts": counts, "wall_seconds": round(summary.wall_seconds, 3),
-            "files": [r.as_dict() for r in summary.results]}
+    return {
+        **extra,
+        "counts": counts,
+        "wall_seconds": round(summary.wall_seconds, 3),
+        "files": [r.as_dict() for r in summary.results],
+    }
 
 
 def finish_batch(summary: BatchSummary, title: str, json_out: bool, single: bool, **extra: object) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -45,14 +45,22 @@ if TYPE_CHECKING:
 def dehaze_cli(
     input: Annotated[
         str,
-        typer.Argument(metavar="INPUT", help="Image file, folder of images, glob pattern (quote it), or - for stdin.", show_default=False),
+        typer.Argument(
+            metavar="INPUT",
+            help="Image file, folder of images, glob pattern (quote it), or - for stdin.",
+            show_default=False,
+        ),
     ],
     output: Annotated[
         str,
-        typer.Argument(metavar="OUTPUT", help="Output folder (mirrors sub-folders), a file for a single input, or - for stdout.", show_default=False),
+        typer.Argument(
+            metavar="OUTPUT",
+            help="Output folder (mirrors sub-folders), a file for a single input, or - for stdout.",
+            show_default=False,
+        ),
     ],
     method: MethodOption = Method.AUTO,
-    weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
+    weights: Annotated[Path | None, weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.FP32,
     compile: CompileOption = False,
@@ -61,26 +69,43 @@ def dehaze_cli(
     max_memory: MaxMemoryOption = None,
     recursive: RecursiveOption = False,
     ext: Annotated[
-        Optional[str],
-        typer.Option("--ext", help="Output format by extension: png, jpg, tif, webp or bmp. Default: the input's (png for stdin)."),
+        str | None,
+        typer.Option(
+            "--ext",
+            help="Output format by extension: png, jpg, tif, webp or bmp. Default: the input's (png for stdin).",
+        ),
     ] = None,
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to output file names, e.g. _dehazed.")] = "",
     bit_depth: Annotated[
-        Optional[int], typer.Option("--bit-depth", help="8 or 16 bits per channel (PNG/TIFF). Default: the input's.")
+        int | None, typer.Option("--bit-depth", help="8 or 16 bits per channel (PNG/TIFF). Default: the input's.")
     ] = None,
     quality: Annotated[int, typer.Option("--quality", help="JPEG/WebP quality.", min=1, max=100)] = 95,
-    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write input | output next to each other.")] = False,
+    side_by_side: Annotated[
+        bool, typer.Option("--side-by-side", help="Write input | output next to each other.")
+    ] = False,
     overwrite: OverwriteOption = False,
     shard: ShardOption = None,
     force: ForceOption = False,
-    watch: Annotated[bool, typer.Option(
-        "--watch", help="Keep running: after the images already in the INPUT folder, dehaze every new or changed "
-        "image as soon as it is completely written (a hot folder). Ctrl-C stops after the image in flight.")] = False,
-    watch_backend: Annotated[WatchBackend, typer.Option(
-        "--watch-backend", help="How new files are noticed: file-system events, polling, or auto (events, polling on "
-        "network file systems or where events are unavailable).")] = WatchBackend.AUTO,
-    settle: Annotated[float, typer.Option(
-        "--settle", min=0.0, help="Seconds a new file must stay unchanged before it is read (--watch).")] = 1.0,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="Keep running: after the images already in the INPUT folder, dehaze every new or changed "
+            "image as soon as it is completely written (a hot folder). Ctrl-C stops after the image in flight.",
+        ),
+    ] = False,
+    watch_backend: Annotated[
+        WatchBackend,
+        typer.Option(
+            "--watch-backend",
+            help="How new files are noticed: file-system events, polling, or auto (events, polling on "
+            "network file systems or where events are unavailable).",
+        ),
+    ] = WatchBackend.AUTO,
+    settle: Annotated[
+        float,
+        typer.Option("--settle", min=0.0, help="Seconds a new file must stay unchanged before it is read (--watch)."),
+    ] = 1.0,
     json_out: JsonOption = False,
 ) -> None:
     """Dehaze images with DCMPNet, or a weight-free method when no weights are at hand.
@@ -108,10 +133,14 @@ def dehaze_cli(
         fail("--watch takes a folder as INPUT and a folder as OUTPUT, without --shard")
     check_stdout(output, force)
     with library_errors():
-        plan = None if stream or watch else plan_image_jobs(input, output, recursive=recursive, ext=ext,
-                                                             suffix=suffix, shard=shard)
-        dehazer = load_dehazer(method, weights, device=device, precision=precision, compile=compile, on_notice=note,
-                               **tiling)  # type: ignore[arg-type]
+        plan = (
+            None
+            if stream or watch
+            else plan_image_jobs(input, output, recursive=recursive, ext=ext, suffix=suffix, shard=shard)
+        )
+        dehazer = load_dehazer(
+            method, weights, device=device, precision=precision, compile=compile, on_notice=note, **tiling
+        )  # type: ignore[arg-type]
     if watch:
         if not json_out:
             announce_dehazer(method, dehazer)
@@ -120,8 +149,12 @@ def dehaze_cli(
         return
     if plan is None:
         source_ext = Path(input).suffix.lower() if input != STREAM else ""
-        run_stream(input, output, lambda image, ext: encode_dehazed(image, dehazer, ext, options),
-                   options.ext or source_ext or ".png")
+        run_stream(
+            input,
+            output,
+            lambda image, ext: encode_dehazed(image, dehazer, ext, options),
+            options.ext or source_ext or ".png",
+        )
         return
     if not json_out:
         announce_dehazer(method, dehazer)
@@ -130,8 +163,17 @@ def dehaze_cli(
     finish_batch(summary, "dcmp dehaze", json_out, plan.inputs.single_file, **chosen(dehazer))
 
 
-def _watch(input: str, output: str, dehazer: Dehazer, options: OutputOptions, recursive: bool, overwrite: bool,
-           backend: WatchBackend, settle: float, json_out: bool) -> BatchSummary:
+def _watch(
+    input: str,
+    output: str,
+    dehazer: Dehazer,
+    options: OutputOptions,
+    recursive: bool,
+    overwrite: bool,
+    backend: WatchBackend,
+    settle: float,
+    json_out: bool,
+) -> BatchSummary:
     """Runs the hot-folder loop until Ctrl-C or SIGTERM (the first stops after the image in flight)."""
     import threading
 
@@ -148,10 +190,24 @@ def _watch(input: str, output: str, dehazer: Dehazer, options: OutputOptions, re
         if not json_out:
             note("stopping after the image in flight; press Ctrl-C again to abort")
 
-    with library_errors(), stop_on_signals(threading.Event(), stopping) as stop, \
-            RichBatchEvents("dehaze", enabled=None if not json_out else False, growing=True) as events:
+    with (
+        library_errors(),
+        stop_on_signals(threading.Event(), stopping) as stop,
+        RichBatchEvents("dehaze", enabled=None if not json_out else False, growing=True) as events,
+    ):
         try:
-            return watch_dehaze(input, output, dehazer, options, recursive=recursive, overwrite=overwrite, events=events,
-                                stop=stop, settle=settle, backend=backend.value, on_ready=ready)
+            return watch_dehaze(
+                input,
+                output,
+                dehazer,
+                options,
+                recursive=recursive,
+                overwrite=overwrite,
+                events=events,
+                stop=stop,
+                settle=settle,
+                backend=backend.value,
+                on_ready=ready,
+            )
         except WatchBackendError as e:
             fail(f"{e}; try --watch-backend poll")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -37,19 +37,39 @@ if TYPE_CHECKING:
 
 
 def depth_cli(
-    input: Annotated[str, typer.Argument(metavar="INPUT", help="Image file, folder of images, glob pattern (quote it), or - for stdin.", show_default=False)],
-    output: Annotated[str, typer.Argument(metavar="OUTPUT", help="Output folder, a file for a single input, or - for stdout.", show_default=False)],
+    input: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT",
+            help="Image file, folder of images, glob pattern (quote it), or - for stdin.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Argument(
+            metavar="OUTPUT", help="Output folder, a file for a single input, or - for stdout.", show_default=False
+        ),
+    ],
     method: Annotated[
         Method,
-        typer.Option("--method", "-m", help="dcmp (DCMPNet's depth network, needs weights), dcp (−ln t of the dark "
-                     "channel prior, hazy input only), or auto: dcmp when depth weights are found, else the weight-free "
-                     "default's −ln t."),
+        typer.Option(
+            "--method",
+            "-m",
+            help="dcmp (DCMPNet's depth network, needs weights), dcp (−ln t of the dark "
+            "channel prior, hazy input only), or auto: dcmp when depth weights are found, else the weight-free "
+            "default's −ln t.",
+        ),
     ] = Method.AUTO,
-    weights: Annotated[Optional[Path], weights_option("Depth-network", "DCMP_DEPTH_WEIGHTS")] = None,
+    weights: Annotated[Path | None, weights_option("Depth-network", "DCMP_DEPTH_WEIGHTS")] = None,
     dehaze_weights: Annotated[
-        Optional[Path],
-        typer.Option("--dehaze-weights", help="Dehazing checkpoint used to dehaze before estimating depth. Default: "
-                     "the default dehazing weights, else the weight-free default.", show_default=False),
+        Path | None,
+        typer.Option(
+            "--dehaze-weights",
+            help="Dehazing checkpoint used to dehaze before estimating depth. Default: "
+            "the default dehazing weights, else the weight-free default.",
+            show_default=False,
+        ),
     ] = None,
     input_is_clear: Annotated[
         bool, typer.Option("--input-is-clear", help="The inputs are haze-free: run the depth network on them directly.")
@@ -60,11 +80,17 @@ def depth_cli(
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
     recursive: RecursiveOption = False,
-    ext: Annotated[str, typer.Option("--ext", help="png (16-bit), tif (16-bit) or npy (float32); with --colormap any image type.")] = "png",
+    ext: Annotated[
+        str, typer.Option("--ext", help="png (16-bit), tif (16-bit) or npy (float32); with --colormap any image type.")
+    ] = "png",
     suffix: Annotated[str, typer.Option("--suffix", help="Appended to output file names, e.g. _depth.")] = "",
-    colormap: Annotated[Optional[Colormap], typer.Option("--colormap", help="Write an 8-bit colour preview instead.",
-                                                         show_default=False)] = None,
-    side_by_side: Annotated[bool, typer.Option("--side-by-side", help="Write input | (dehazed |) colour-mapped depth as one image.")] = False,
+    colormap: Annotated[
+        Colormap | None,
+        typer.Option("--colormap", help="Write an 8-bit colour preview instead.", show_default=False),
+    ] = None,
+    side_by_side: Annotated[
+        bool, typer.Option("--side-by-side", help="Write input | (dehazed |) colour-mapped depth as one image.")
+    ] = False,
     overwrite: OverwriteOption = False,
     shard: ShardOption = None,
     force: ForceOption = False,
@@ -77,7 +103,13 @@ def depth_cli(
     skips that. Without one, depth comes from the weight-free prior's transmission.
     16-bit PNGs store round(depth · 65535) and the raw range in text chunks.
     """
-    from dcmp_cli.core.image_jobs import DepthOutputOptions, encode_depth, estimate_depth, plan_image_jobs, run_depth_jobs
+    from dcmp_cli.core.image_jobs import (
+        DepthOutputOptions,
+        encode_depth,
+        estimate_depth,
+        plan_image_jobs,
+        run_depth_jobs,
+    )
     from dcmp_cli.core.loading import load_depth_estimator
     from dcmp_cli.data.depth_io import DEPTH_EXTENSIONS
     from dcmp_cli.data.image_io import IMAGE_EXTENSIONS
@@ -89,13 +121,30 @@ def depth_cli(
     check_stdout(output, force)
     with library_errors():
         writable = IMAGE_EXTENSIONS if colormap or side_by_side else DEPTH_EXTENSIONS
-        plan = None if stream else plan_image_jobs(input, output, recursive=recursive, ext=target_ext, suffix=suffix,
-                                                   shard=shard, writable=writable)
-        estimator = load_depth_estimator(method, weights, dehaze_weights=dehaze_weights, input_is_clear=input_is_clear,
-                                         device=device, precision=precision, on_notice=note, **tiling)  # type: ignore[arg-type]
+        plan = (
+            None
+            if stream
+            else plan_image_jobs(
+                input, output, recursive=recursive, ext=target_ext, suffix=suffix, shard=shard, writable=writable
+            )
+        )
+        estimator = load_depth_estimator(
+            method,
+            weights,
+            dehaze_weights=dehaze_weights,
+            input_is_clear=input_is_clear,
+            device=device,
+            precision=precision,
+            on_notice=note,
+            **tiling,
+        )  # type: ignore[arg-type]
     if plan is None:
-        run_stream(input, output, lambda image, ext: encode_depth(image, estimate_depth(image, estimator), ext, options),
-                   target_ext)
+        run_stream(
+            input,
+            output,
+            lambda image, ext: encode_depth(image, estimate_depth(image, estimator), ext, options),
+            target_ext,
+        )
         return
     info = chosen(estimator)
     if estimator.dehazer is not None:

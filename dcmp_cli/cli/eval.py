@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -47,7 +47,6 @@ class RichEvalEvents(LiveProgress, EvalEvents):
     def __init__(self, enabled: bool) -> None:
         self.progress = make_progress(enabled)
         self.task: TaskID | None = None
-
 
     def dataset_started(self, eval_set: EvalSet, steps: int) -> None:
         self.task = self.progress.add_task(f"eval {eval_set.label}", total=steps)
@@ -139,10 +138,10 @@ def eval_cli(
         ),
     ],
     data_root: Annotated[
-        Optional[Path], typer.Option("--data-root", help="Folder holding the unpacked releases, for named datasets.")
+        Path | None, typer.Option("--data-root", help="Folder holding the unpacked releases, for named datasets.")
     ] = None,
     method: Annotated[
-        Optional[list[EvalMethod]],
+        list[EvalMethod] | None,
         typer.Option(
             "--method",
             "-m",
@@ -153,13 +152,13 @@ def eval_cli(
         ),
     ] = None,
     weights: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option(
             "--weights", "-w", help="DCMPNet checkpoint; repeat to compare several (one row each).", show_default=False
         ),
     ] = None,
     outputs: Annotated[
-        Optional[list[Path]],
+        list[Path] | None,
         typer.Option(
             "--outputs",
             help="Folder of restored images made elsewhere (named like the hazy images): scored as one more row.",
@@ -179,7 +178,7 @@ def eval_cli(
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
     limit: Annotated[
-        Optional[int], typer.Option("--limit", help="Evaluate only the first N images of each dataset.", min=1)
+        int | None, typer.Option("--limit", help="Evaluate only the first N images of each dataset.", min=1)
     ] = None,
     no_reference: Annotated[
         bool,
@@ -189,9 +188,9 @@ def eval_cli(
             "and output; allows datasets without ground truth.",
         ),
     ] = False,
-    csv: Annotated[Optional[Path], typer.Option("--csv", help="Write per-image rows to this CSV file.")] = None,
+    csv: Annotated[Path | None, typer.Option("--csv", help="Write per-image rows to this CSV file.")] = None,
     save_dir: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--save-dir", help="Write restored images here (PNG; sub-folders per dataset/model when several)."
         ),
@@ -219,8 +218,16 @@ def eval_cli(
         fail(str(e))
     with library_errors():
         try:
-            models = eval_models(method or [], weights or [], outputs or [], device=device, precision=precision,
-                                 compile=compile, on_notice=note, **tiling)
+            models = eval_models(
+                method or [],
+                weights or [],
+                outputs or [],
+                device=device,
+                precision=precision,
+                compile=compile,
+                on_notice=note,
+                **tiling,
+            )
         except DatasetError as e:
             fail(str(e))
     if not json_out and EvalMethod.AUTO in (method or [EvalMethod.AUTO]) and not weights:
@@ -230,8 +237,15 @@ def eval_cli(
     with RichEvalEvents(enabled=err_console().is_terminal and not json_out) as events:
         try:
             reports = evaluate_datasets(
-                eval_sets, models, protocol.value, data_root=data_root, limit=limit,  # type: ignore[arg-type]
-                no_reference_measures=no_reference, save_dir=save_dir, csv_path=csv, events=events,
+                eval_sets,
+                models,
+                protocol.value,
+                data_root=data_root,
+                limit=limit,  # type: ignore[arg-type]
+                no_reference_measures=no_reference,
+                save_dir=save_dir,
+                csv_path=csv,
+                events=events,
                 on_dataset=None if json_out else (lambda eval_set: _describe(eval_set, limit)),
             )
         except DatasetError as e:

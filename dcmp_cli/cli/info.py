@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -64,9 +64,13 @@ def _render_defaults(report: dict[str, Any]) -> None:
 
 def info_cli(
     path: Annotated[
-        Optional[Path],
-        typer.Argument(metavar="[CHECKPOINT]", help="Checkpoint file (.pth, .pt or .safetensors). Without one: which "
-                       "default weights would be used, and where dcmp looks for them.", show_default=False),
+        Path | None,
+        typer.Argument(
+            metavar="[CHECKPOINT]",
+            help="Checkpoint file (.pth, .pt or .safetensors). Without one: which "
+            "default weights would be used, and where dcmp looks for them.",
+            show_default=False,
+        ),
     ] = None,
     json_out: JsonOption = False,
 ) -> None:
@@ -87,7 +91,9 @@ def info_cli(
         checkpoint.build("cpu")
     except CheckpointError as e:
         fail(str(e))
-    dropped_modules = sorted({k.split(".")[0] for k in checkpoint.dropped_keys if k.split(".")[0] in UNUSED_OFFICIAL_MODULES})
+    dropped_modules = sorted(
+        {k.split(".")[0] for k in checkpoint.dropped_keys if k.split(".")[0] in UNUSED_OFFICIAL_MODULES}
+    )
     dropped_buffers = sum(k.endswith("relative_positions") for k in checkpoint.dropped_keys)
     metadata = {k: v for k, v in checkpoint.metadata.items() if k not in _SHOWN}
     report = {
@@ -120,8 +126,10 @@ def info_cli(
     table.add_row("loads", "yes, strict key and shape check passed")
     if checkpoint.source == "official":
         dropped = ", ".join(dropped_modules) or "none"
-        table.add_row("conversion", f"clean; dropped unused modules: {dropped}; "
-                      f"{dropped_buffers} relative-position buffers (rebuilt)")
+        table.add_row(
+            "conversion",
+            f"clean; dropped unused modules: {dropped}; {dropped_buffers} relative-position buffers (rebuilt)",
+        )
     if checkpoint.preset == "custom":
         table.add_row("model_kwargs", json.dumps(checkpoint.model_kwargs))
     if metadata:

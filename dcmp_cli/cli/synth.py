@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -40,7 +40,6 @@ class RichSynthEvents(LiveProgress, SynthEvents):
         )
         self.task: TaskID | None = None
 
-
     def started(self, total: int) -> None:
         self.task = self.progress.add_task("synth", total=total)
 
@@ -52,13 +51,19 @@ class RichSynthEvents(LiveProgress, SynthEvents):
 
 
 def synth_cli(
-    clear: Annotated[str, typer.Argument(metavar="CLEAR", help="Folder (or glob) of clear images.", show_default=False)],
+    clear: Annotated[
+        str, typer.Argument(metavar="CLEAR", help="Folder (or glob) of clear images.", show_default=False)
+    ],
     output: Annotated[
         Path,
-        typer.Argument(metavar="OUTPUT", help="Dataset folder to create: hazy/, GT/, depth/, manifest.csv/json.", show_default=False),
+        typer.Argument(
+            metavar="OUTPUT",
+            help="Dataset folder to create: hazy/, GT/, depth/, manifest.csv/json.",
+            show_default=False,
+        ),
     ],
     depth: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option(
             "--depth",
             help="Folder of depth maps named like the clear images (.png/.tif/.npy). "
@@ -105,8 +110,16 @@ def synth_cli(
     with RichSynthEvents(enabled=err_console().is_terminal and not json_out) as events:
         try:
             report, (csv_path, json_path) = synthesize_dataset(
-                clear, output, depth=depth, depth_kind=depth_kind, beta=beta_range, airlight=airlight_range,
-                per_image=per_image, seed=seed, overwrite=overwrite, events=events,
+                clear,
+                output,
+                depth=depth,
+                depth_kind=depth_kind,
+                beta=beta_range,
+                airlight=airlight_range,
+                per_image=per_image,
+                seed=seed,
+                overwrite=overwrite,
+                events=events,
             )
         except SynthError as e:
             fail(f"--{e.option}: {e}" if e.option else str(e))

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Optional
+from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from dcmp_cli.cli.common import EXIT_FAILED_ITEMS, JsonOption, err_console, fail, note, print_json
@@ -39,7 +48,7 @@ class RichTrainEvents(TrainEvents):
         self.task: TaskID | None = None
         self.check: TaskID | None = None
 
-    def __enter__(self) -> "RichTrainEvents":
+    def __enter__(self) -> RichTrainEvents:
         self.bar.__enter__()
         return self
 
@@ -104,10 +113,14 @@ def _summary(result: Any) -> None:
     table = Table(title="dcmp train", show_header=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("iterations", f"{result.step} of {result.total_steps}" + (" (interrupted)" if result.interrupted else ""))
+    table.add_row(
+        "iterations", f"{result.step} of {result.total_steps}" + (" (interrupted)" if result.interrupted else "")
+    )
     if result.last_val:
         v = result.last_val
-        table.add_row("validation", f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f} (hazy input {v['hazy_psnr']:.2f} dB)")
+        table.add_row(
+            "validation", f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.4f} (hazy input {v['hazy_psnr']:.2f} dB)"
+        )
     if result.best_psnr is not None:
         table.add_row("best", f"{result.best_psnr:.2f} dB in {result.best_dir}")
     table.add_row("last", str(result.last_dir))
@@ -160,25 +173,111 @@ def _message(error: Exception) -> str:
 
 
 def train_cli(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: config, metrics, last/ and best/ checkpoints.", show_default=False)],
-    data: Annotated[Optional[Path], typer.Option("--data", help="Training pairs: hazy/ + GT/ [+ depth/] (the layouts `dcmp eval` reads).", show_default=False)] = None,
-    val_data: Annotated[Optional[Path], typer.Option("--val-data", help="Validation pairs, scored every epoch under the evaluation protocol.", show_default=False)] = None,
-    preset: Annotated[Optional[str], typer.Option("--preset", help="dcmpnet (published) or dcmpnet-tiny (CPU try-outs). Default: dcmpnet.", show_default=False)] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="TOML / JSON / YAML file with any hyper-parameter (see configs/dcmpnet.toml).", show_default=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default 600, the published recipe).", min=1, show_default=False)] = None,
-    iters: Annotated[Optional[int], typer.Option("--iters", help="Training iterations instead of epochs.", min=1, show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", help="Global batch size (default 8).", min=1, show_default=False)] = None,
-    patch_size: Annotated[Optional[int], typer.Option("--patch-size", help="Training crop side (default 256).", min=16, show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate of both networks (default 1e-4).", min=0, show_default=False)] = None,
-    device: Annotated[Optional[str], typer.Option("--device", "-d", help="auto, cpu, cuda, cuda:N or mps (default auto; under torchrun cuda:LOCAL_RANK).", show_default=False)] = None,
-    precision: Annotated[Optional[str], typer.Option("--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.", show_default=False)] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out exactly from its last/ checkpoint.")] = False,
-    depth_teacher: Annotated[Optional[Path], typer.Option("--depth-teacher", help="Depth targets from this model instead of depth/ or the pair-derived estimate: a depth checkpoint, or a torch.export .pt2 / TorchScript program (needs --trust-teacher-code).", show_default=False)] = None,
-    trust_teacher_code: Annotated[bool, typer.Option("--trust-teacher-code", help="Allow a --depth-teacher that is a program (torch.export .pt2, TorchScript). Loading such a file can run arbitrary code on this machine: only for files you made or whose source you trust.")] = False,
-    vgg_weights: Annotated[Optional[Path], typer.Option("--vgg-weights", help="VGG19 weights (torchvision's vgg19-dcbb9e9d.pth) for the contrastive regulariser; off without.", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", help="Data-loading processes (default 4).", min=0, show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Random seed (default 0).", min=0, show_default=False)] = None,
-    set_values: Annotated[Optional[list[str]], typer.Option("--set", help="Any config value, e.g. --set w_depth_weighted=2 (repeatable).", show_default=False)] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Run folder: config, metrics, last/ and best/ checkpoints.", show_default=False
+        ),
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", help="Training pairs: hazy/ + GT/ [+ depth/] (the layouts `dcmp eval` reads).", show_default=False
+        ),
+    ] = None,
+    val_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--val-data", help="Validation pairs, scored every epoch under the evaluation protocol.", show_default=False
+        ),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset", help="dcmpnet (published) or dcmpnet-tiny (CPU try-outs). Default: dcmpnet.", show_default=False
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML / JSON / YAML file with any hyper-parameter (see configs/dcmpnet.toml).",
+            show_default=False,
+        ),
+    ] = None,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs", help="Training epochs (default 600, the published recipe).", min=1, show_default=False
+        ),
+    ] = None,
+    iters: Annotated[
+        int | None, typer.Option("--iters", help="Training iterations instead of epochs.", min=1, show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", "-b", help="Global batch size (default 8).", min=1, show_default=False),
+    ] = None,
+    patch_size: Annotated[
+        int | None,
+        typer.Option("--patch-size", help="Training crop side (default 256).", min=16, show_default=False),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Learning rate of both networks (default 1e-4).", min=0, show_default=False),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            "-d",
+            help="auto, cpu, cuda, cuda:N or mps (default auto; under torchrun cuda:LOCAL_RANK).",
+            show_default=False,
+        ),
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16 or bf16.", show_default=False),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out exactly from its last/ checkpoint.")
+    ] = False,
+    depth_teacher: Annotated[
+        Path | None,
+        typer.Option(
+            "--depth-teacher",
+            help="Depth targets from this model instead of depth/ or the pair-derived estimate: a depth checkpoint, "
+            "or a torch.export .pt2 / TorchScript program (needs --trust-teacher-code).",
+            show_default=False,
+        ),
+    ] = None,
+    trust_teacher_code: Annotated[
+        bool,
+        typer.Option(
+            "--trust-teacher-code",
+            help="Allow a --depth-teacher that is a program (torch.export .pt2, TorchScript). Loading such a file can "
+            "run arbitrary code on this machine: only for files you made or whose source you trust.",
+        ),
+    ] = False,
+    vgg_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--vgg-weights",
+            help="VGG19 weights (torchvision's vgg19-dcbb9e9d.pth) for the contrastive regulariser; off without.",
+            show_default=False,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Data-loading processes (default 4).", min=0, show_default=False)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed (default 0).", min=0, show_default=False)
+    ] = None,
+    set_values: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Any config value, e.g. --set w_depth_weighted=2 (repeatable).", show_default=False),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Train DCMPNet's dehazing and depth networks together (difference perception both ways).
@@ -192,9 +291,9 @@ def train_cli(
     from dcmp_cli.core.checkpoint import CheckpointError
     from dcmp_cli.core.device import DeviceError
     from dcmp_cli.data.datasets import DatasetError
+    from dcmp_cli.signals import StopSignal, stop_on_signals
     from dcmp_cli.training.config import ConfigError, resolve_train_config
     from dcmp_cli.training.run_folder import RunFolderError
-    from dcmp_cli.signals import StopSignal, stop_on_signals
     from dcmp_cli.training.teacher import TeacherError
     from dcmp_cli.training.trainer import NonFiniteLossError, train
     from dcmp_cli.training.vgg import VGGWeightsError
@@ -227,12 +326,24 @@ def train_cli(
         fail(_message(e))
 
     stop = StopSignal()
-    with RichTrainEvents(enabled=main and not json_out) as events, stop_on_signals(
-        stop, lambda signum: events.note("stopping after this iteration (saving last/); press Ctrl-C again to abort")
+    with (
+        RichTrainEvents(enabled=main and not json_out) as events,
+        stop_on_signals(
+            stop,
+            lambda signum: events.note("stopping after this iteration (saving last/); press Ctrl-C again to abort"),
+        ),
     ):
         try:
             result = train(resolved, out, resume, events, stop)
-        except (ConfigError, DatasetError, DeviceError, RunFolderError, VGGWeightsError, TeacherError, CheckpointError) as e:
+        except (
+            ConfigError,
+            DatasetError,
+            DeviceError,
+            RunFolderError,
+            VGGWeightsError,
+            TeacherError,
+            CheckpointError,
+        ) as e:
             fail(_message(e) if main else f"[rank {rank}] {_message(e)}")
         except NonFiniteLossError as e:
             fail(str(e) if main else f"[rank {rank}] {e}", EXIT_FAILED_ITEMS)

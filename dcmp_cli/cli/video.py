@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -52,6 +52,7 @@ from dcmp_cli.core.batch import BatchEvents, BatchSummary, ItemResult
 if TYPE_CHECKING:
     from dcmp_cli.core.video import VideoReport
 
+
 class FramesPerSecondColumn(ProgressColumn):
     """Frames per second of a frames task (``add_task(..., frames=True)``), e.g. ``12.3 fps``."""
 
@@ -81,7 +82,6 @@ class RichVideoEvents(LiveProgress, BatchEvents):
         )
         self.videos: TaskID | None = None
         self.frames: TaskID | None = None
-
 
     def batch_started(self, total: int) -> None:
         if total > 1:
@@ -148,7 +148,9 @@ def _render(reports: list[VideoReport], summary: BatchSummary, title: str) -> No
         console.print(table)
     for r in reports:
         if r.scene_cuts:
-            console.print(f"[dim]scene cuts[/] {r.input.name}: {r.scene_cuts} (smoothing restarted there)", soft_wrap=True)
+            console.print(
+                f"[dim]scene cuts[/] {r.input.name}: {r.scene_cuts} (smoothing restarted there)", soft_wrap=True
+            )
         for line in r.notes:
             console.print(f"[yellow]note[/] {r.input.name}: {line}", soft_wrap=True)
     for result in summary.results:
@@ -162,46 +164,111 @@ def _render(reports: list[VideoReport], summary: BatchSummary, title: str) -> No
     frames = sum(r.frames for r in reports)
     seconds = sum(r.seconds for r in reports)
     if frames:
-        console.print(f"dehazed {frames} frames in {seconds:.1f} s: {frames / seconds:.2f} frames/s (decode, dehaze, "
-                      "encode); flicker = mean |change| between consecutive output frames / the same for the input")
+        console.print(
+            f"dehazed {frames} frames in {seconds:.1f} s: {frames / seconds:.2f} frames/s (decode, dehaze, "
+            "encode); flicker = mean |change| between consecutive output frames / the same for the input"
+        )
 
 
 def video_cli(
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Video file, folder of videos, or folder of frame images.", show_default=False)],
-    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output video (or folder, for a folder of videos or of frames).", show_default=False)],
+    input: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT", help="Video file, folder of videos, or folder of frame images.", show_default=False
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Argument(
+            metavar="OUTPUT", help="Output video (or folder, for a folder of videos or of frames).", show_default=False
+        ),
+    ],
     method: MethodOption = Method.AUTO,
-    weights: Annotated[Optional[Path], weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
+    weights: Annotated[Path | None, weights_option("Dehazing", "DCMP_WEIGHTS")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = Precision.FP32,
     compile: CompileOption = False,
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
-    smooth: Annotated[Optional[float], typer.Option(
-        "--smooth", help="Temporal smoothing of the image-global quantities (the prior's airlight, the network's "
-        "global statistics): weight of the past in an exponential moving average, in [0, 1); 0 = off, 0.8 averages "
-        "over about 5 frames. Default: 0.8 with the weight-free methods, 0 with DCMPNet (where it measurably did "
-        "not lower flicker; see docs/video.md).", show_default=False)] = None,
-    scene_cut: Annotated[float, typer.Option(
-        "--scene-cut", min=0.0, help="Restart the smoothing when the mean absolute difference of 32×32 thumbnails of "
-        "consecutive frames (RGB in [0, 1]) exceeds this. 0 = never.")] = 0.1,
-    batch: Annotated[int, typer.Option(
-        "--batch", min=0, help="Frames per network call: 0 = auto (4 on a GPU, 1 on the CPU). Does not change the "
-        "result; a batch that does not fit in memory is halved.")] = 0,
-    codec: Annotated[str, typer.Option(
-        "--codec", help="Video encoder: libx264 (h264), libx265 (hevc), libvpx-vp9 (vp9), libsvtav1 (av1), or any "
-        "ffmpeg encoder.")] = "libx264",
-    crf: Annotated[int, typer.Option("--crf", min=0, max=63, help="Constant-quality level (lower = better, larger "
-                                     "files; 18 is visually lossless for H.264).")] = 18,
-    fps: Annotated[Optional[str], typer.Option(
-        "--fps", help="Resample to this frame rate (15, 29.97, 30000/1001) by dropping or repeating frames. Default: "
-        "keep every frame at the source rate.", show_default=False)] = None,
-    start: Annotated[Optional[str], typer.Option("--start", help="Start time: seconds or [HH:]MM:SS[.ms].", show_default=False)] = None,
-    end: Annotated[Optional[str], typer.Option("--end", help="End time: seconds or [HH:]MM:SS[.ms].", show_default=False)] = None,
-    max_frames: Annotated[Optional[int], typer.Option("--max-frames", min=1, help="Stop after this many frames.", show_default=False)] = None,
-    ext: Annotated[Optional[str], typer.Option("--ext", help="Container for outputs in a folder (mp4, mkv, mov, webm); default: the input's.", show_default=False)] = None,
-    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of a folder of videos.")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")] = False,
+    smooth: Annotated[
+        float | None,
+        typer.Option(
+            "--smooth",
+            help="Temporal smoothing of the image-global quantities (the prior's airlight, the network's "
+            "global statistics): weight of the past in an exponential moving average, in [0, 1); 0 = off, 0.8 averages "
+            "over about 5 frames. Default: 0.8 with the weight-free methods, 0 with DCMPNet (where it measurably did "
+            "not lower flicker; see docs/video.md).",
+            show_default=False,
+        ),
+    ] = None,
+    scene_cut: Annotated[
+        float,
+        typer.Option(
+            "--scene-cut",
+            min=0.0,
+            help="Restart the smoothing when the mean absolute difference of 32×32 thumbnails of "
+            "consecutive frames (RGB in [0, 1]) exceeds this. 0 = never.",
+        ),
+    ] = 0.1,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            min=0,
+            help="Frames per network call: 0 = auto (4 on a GPU, 1 on the CPU). Does not change the "
+            "result; a batch that does not fit in memory is halved.",
+        ),
+    ] = 0,
+    codec: Annotated[
+        str,
+        typer.Option(
+            "--codec",
+            help="Video encoder: libx264 (h264), libx265 (hevc), libvpx-vp9 (vp9), libsvtav1 (av1), or any "
+            "ffmpeg encoder.",
+        ),
+    ] = "libx264",
+    crf: Annotated[
+        int,
+        typer.Option(
+            "--crf",
+            min=0,
+            max=63,
+            help="Constant-quality level (lower = better, larger files; 18 is visually lossless for H.264).",
+        ),
+    ] = 18,
+    fps: Annotated[
+        str | None,
+        typer.Option(
+            "--fps",
+            help="Resample to this frame rate (15, 29.97, 30000/1001) by dropping or repeating frames. Default: "
+            "keep every frame at the source rate.",
+            show_default=False,
+        ),
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="Start time: seconds or [HH:]MM:SS[.ms].", show_default=False)
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="End time: seconds or [HH:]MM:SS[.ms].", show_default=False)
+    ] = None,
+    max_frames: Annotated[
+        int | None, typer.Option("--max-frames", min=1, help="Stop after this many frames.", show_default=False)
+    ] = None,
+    ext: Annotated[
+        str | None,
+        typer.Option(
+            "--ext",
+            help="Container for outputs in a folder (mp4, mkv, mov, webm); default: the input's.",
+            show_default=False,
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Descend into sub-folders of a folder of videos.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Redo outputs that already exist (default: skip them).")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
     """Dehaze videos with DCMPNet (or the weight-free default), without flicker.
@@ -235,15 +302,17 @@ def video_cli(
     except (VideoWriteError, VideoPlanError) as e:
         fail(str(e))
     with library_errors():
-        dehazer = load_dehazer(method, weights, device=device, precision=precision, compile=compile, on_notice=note,
-                               **tiling)  # type: ignore[arg-type]
+        dehazer = load_dehazer(
+            method, weights, device=device, precision=precision, compile=compile, on_notice=note, **tiling
+        )  # type: ignore[arg-type]
     if not json_out:
         announce_dehazer(method, dehazer)
     temporal = TemporalOptions(smooth=smooth, scene_cut=scene_cut, batch=batch or None)
     try:
         with RichVideoEvents(enabled=False if json_out else None) as events:
-            summary, ordered = run_video_plan(plan, dehazer, temporal, encode, frame_range, overwrite=overwrite,
-                                              events=events)
+            summary, ordered = run_video_plan(
+                plan, dehazer, temporal, encode, frame_range, overwrite=overwrite, events=events
+            )
     except KeyboardInterrupt:
         done = "the frames written so far are complete; " if plan.frames_mode else ""
         err_console().print(f"interrupted: {done}no partial output was left behind")
@@ -254,17 +323,19 @@ def video_cli(
     if single and summary.failed and not json_out:
         fail(f"{input}: {summary.failed[0].reason}")
     if json_out:
-        print_json({
-            "command": "video",
-            **chosen(dehazer),
-            "smooth": temporal.smooth_for(dehazer),
-            "scene_cut": scene_cut,
-            "batch": temporal.batch_for(dehazer),
-            "counts": {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")},  # type: ignore[arg-type]
-            "videos": [r.as_dict() for r in ordered],
-            # Per-frame rows of a frame folder would repeat "done" thousands of times: list the others only.
-            "items": [r.as_dict() for r in summary.results if not (plan.frames_mode and r.status == "done")],
-        })
+        print_json(
+            {
+                "command": "video",
+                **chosen(dehazer),
+                "smooth": temporal.smooth_for(dehazer),
+                "scene_cut": scene_cut,
+                "batch": temporal.batch_for(dehazer),
+                "counts": {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")},  # type: ignore[arg-type]
+                "videos": [r.as_dict() for r in ordered],
+                # Per-frame rows of a frame folder would repeat "done" thousands of times: list the others only.
+                "items": [r.as_dict() for r in summary.results if not (plan.frames_mode and r.status == "done")],
+            }
+        )
     else:
         _render(ordered, summary, "dcmp video")
     if single and summary.failed:

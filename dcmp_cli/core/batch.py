@@ -17,10 +17,11 @@ half-written, and raises :class:`BatchInterrupted` with what was done.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from dcmp_cli.atomic import remove_stale_temporaries
 
@@ -165,7 +166,9 @@ def run_batch(
     todo: list[int] = []
     for i, (source, output) in enumerate(jobs):
         if output.resolve() in inputs:
-            results[i] = ItemResult(source, output, "failed", reason="output path is an input file; refusing to overwrite it")
+            results[i] = ItemResult(
+                source, output, "failed", reason="output path is an input file; refusing to overwrite it"
+            )
         elif output.exists() and not overwrite:
             results[i] = ItemResult(source, output, "skipped", reason="output exists")
         else:
@@ -188,8 +191,9 @@ def run_batch(
     def summary() -> BatchSummary:
         listed = [ItemResult(p, None, "ignored", reason="not an image file") for p in ignored or []]
         listed += [ItemResult(p, None, "failed", reason=why) for p, why in problems or []]
-        return BatchSummary(listed + [results[i] for i in range(len(jobs)) if i in results],
-                            time.perf_counter() - started)
+        return BatchSummary(
+            listed + [results[i] for i in range(len(jobs)) if i in results], time.perf_counter() - started
+        )
 
     saves: list[tuple[int, Future, float]] = []
     with ThreadPoolExecutor(max_workers=1) as loader, ThreadPoolExecutor(max_workers=1) as saver:

@@ -28,10 +28,11 @@ import pickle
 import re
 import struct
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -210,7 +211,8 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
     text = str(error)
     if "TorchScript" in text:
         return UnsafeFileError(
-            path, "a TorchScript program",
+            path,
+            "a TorchScript program",
             f"refused to load {path}: it is a TorchScript program, not a file of tensors, and dcmp does not run "
             "code from files",
         )
@@ -218,7 +220,8 @@ def _load_error(path: Path, error: Exception) -> CheckpointError:
         match = _REFUSED_GLOBAL.search(text)
         found = match.group(1) if match else "unknown objects"
         return UnsafeFileError(
-            path, found,
+            path,
+            found,
             f"refused to load {path}: it holds pickled Python objects other than tensors ({found}), and dcmp does "
             "not run code from files. Re-save the weights as a plain state dict or as safetensors in a trusted "
             "environment",
@@ -256,7 +259,8 @@ def _load_torch(path: Path) -> Any:
     kind = program_kind(path)
     if kind is not None:
         raise UnsafeFileError(
-            path, PROGRAM_WORDS[kind],
+            path,
+            PROGRAM_WORDS[kind],
             f"refused to load {path}: it is {PROGRAM_WORDS[kind]}, not a file of tensors, and dcmp does not run "
             "code from files",
         )
@@ -341,8 +345,11 @@ def read_checkpoint(path: str | os.PathLike, kind: Kind | None = None) -> Checkp
     and for weights that are not all finite (a diverged training run).
     """
     checkpoint = _read_checkpoint(Path(path), kind)
-    bad = [key for key, tensor in checkpoint.state_dict.items()
-           if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    bad = [
+        key
+        for key, tensor in checkpoint.state_dict.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
     if bad:
         raise CheckpointError(
             f"{path} holds non-finite weights (NaN or infinity) in {len(bad)} tensor(s), e.g. {bad[0]}: the training "
@@ -397,7 +404,9 @@ def _read_checkpoint(path: Path, kind: Kind | None) -> Checkpoint:
             model_kwargs = full_kwargs(found, infer_official_config(state, found))
             converted = convert_official_state_dict(state, found)
         except (OfficialConversionError, KeyError, ValueError) as e:
-            raise CheckpointError(f"{path} looks like an official DCMPNet checkpoint but does not convert: {e}") from None
+            raise CheckpointError(
+                f"{path} looks like an official DCMPNet checkpoint but does not convert: {e}"
+            ) from None
         preset = match_preset(found, model_kwargs) or CUSTOM_PRESET
         return Checkpoint(
             found, preset, model_kwargs, converted.state_dict, "official", metadata, converted.dropped, path
@@ -412,8 +421,10 @@ def _read_checkpoint(path: Path, kind: Kind | None) -> Checkpoint:
 
 def _check_kind(path: Path, found: Kind, wanted: Kind | None) -> None:
     if wanted is not None and found != wanted:
-        hint = "a dehazing checkpoint such as DIACMPN-dehaze-Indoor.pth" if wanted == "dehaze" else (
-            "a depth checkpoint such as DIACMPN-depth-Indoor.pth"
+        hint = (
+            "a dehazing checkpoint such as DIACMPN-dehaze-Indoor.pth"
+            if wanted == "dehaze"
+            else ("a depth checkpoint such as DIACMPN-depth-Indoor.pth")
         )
         raise CheckpointError(f"{path} holds a {_KIND_WORDS[found]}, but this needs {hint}")
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from typing import ContextManager, Literal
+from contextlib import AbstractContextManager
+from typing import Literal
 
 import torch
 
@@ -73,7 +74,7 @@ def check_precision(precision: str, device: torch.device) -> Precision:
     return precision  # type: ignore[return-value]
 
 
-def autocast(device: torch.device, precision: Precision) -> ContextManager:
+def autocast(device: torch.device, precision: Precision) -> AbstractContextManager:
     """Mixed-precision context for ``precision`` (a no-op for fp32)."""
     if precision == "fp32":
         return contextlib.nullcontext()

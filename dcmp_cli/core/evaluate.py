@@ -23,16 +23,14 @@ import csv
 import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from dcmp_cli.atomic import write_bytes_atomic
-from dcmp_cli.events import EvalEvents
 from dcmp_cli.choices import value_of
 from dcmp_cli.core.batch import describe_error
 from dcmp_cli.core.image_model import Dehazer, ProgressFn, TemporalState
@@ -55,6 +53,7 @@ from dcmp_cli.data.image_io import (
     tensor_to_image,
     write_image,
 )
+from dcmp_cli.events import EvalEvents
 from dcmp_cli.metrics import PROTOCOLS, Protocol, score
 from dcmp_cli.noref import NoRefScores, no_reference
 
@@ -235,12 +234,12 @@ class EvalModel:
         self.label, self.method, self.model, self.weights, self.outputs = label, method, model, weights, outputs
 
     @classmethod
-    def hazy_input(cls, label: str = "hazy input") -> "EvalModel":
+    def hazy_input(cls, label: str = "hazy input") -> EvalModel:
         """The input itself, unchanged: the baseline every method should beat."""
         return cls(label, "none", HazyInput())
 
     @classmethod
-    def from_outputs(cls, folder: Path, label: str | None = None) -> "EvalModel":
+    def from_outputs(cls, folder: Path, label: str | None = None) -> EvalModel:
         """Restored images made elsewhere, one per hazy image, named by the hazy image's stem."""
         folder = Path(folder)
         if not folder.is_dir():
@@ -354,7 +353,7 @@ class ModelSummary:
     noref_output: dict[str, float] | None
 
     @classmethod
-    def of(cls, dataset: str, model: EvalModel, rows: list[ImageRow]) -> "ModelSummary":
+    def of(cls, dataset: str, model: EvalModel, rows: list[ImageRow]) -> ModelSummary:
         ok = [r for r in rows if r.ok]
 
         def means(attr: str) -> dict[str, float] | None:
@@ -700,8 +699,16 @@ def evaluate_datasets(
     for eval_set in eval_sets:
         if on_dataset is not None:
             on_dataset(eval_set)
-        reports.append(evaluate(eval_set, models, protocol, no_reference_measures=no_reference_measures,
-                                save_dirs=plans[eval_set.label], events=events))
+        reports.append(
+            evaluate(
+                eval_set,
+                models,
+                protocol,
+                no_reference_measures=no_reference_measures,
+                save_dirs=plans[eval_set.label],
+                events=events,
+            )
+        )
     if csv_path is not None:
         write_csv(csv_path, [row for report in reports for row in report.rows])
     return reports

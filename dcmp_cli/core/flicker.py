@@ -66,5 +66,3 @@ def flicker(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> floa
     if meter.ratio is None:
         raise ValueError("the input frames do not change; flicker is undefined")
     return meter.ratio
-
-

@@ -19,9 +19,8 @@ from dcmp_cli.atomic import write_bytes_atomic
 from dcmp_cli.core.batch import BatchEvents, BatchSummary, Stages, run_batch
 from dcmp_cli.core.depth import DepthEstimate, DepthEstimator
 from dcmp_cli.core.image_model import Dehazer, ProgressFn
-from dcmp_cli.data.depth_io import colorize
+from dcmp_cli.data.depth_io import DEPTH_EXTENSIONS, colorize
 from dcmp_cli.data.depth_io import encode_depth as encode_depth_map
-from dcmp_cli.data.depth_io import DEPTH_EXTENSIONS
 from dcmp_cli.data.files import InputSet, OutputNaming, PlanError, collect_inputs, in_shard, parse_shard, plan_outputs
 from dcmp_cli.data.image_io import (
     IMAGE_EXTENSIONS,
@@ -148,8 +147,14 @@ def dehaze_image(
 
 def _encode(image: LoadedImage, restored: np.ndarray, ext: str, options: OutputOptions) -> bytes:
     """Encodes a result in the input's form: bit depth (unless overridden), greyscale, alpha, metadata."""
-    return encode_like(restored, image, ext, bit_depth=options.bit_depth, quality=options.quality,
-                       panels=2 if options.side_by_side else 1)
+    return encode_like(
+        restored,
+        image,
+        ext,
+        bit_depth=options.bit_depth,
+        quality=options.quality,
+        panels=2 if options.side_by_side else 1,
+    )
 
 
 def encode_dehazed(
@@ -177,8 +182,14 @@ def run_dehaze_jobs(
     def compute(image: LoadedImage, progress: ProgressFn) -> tuple[LoadedImage, np.ndarray]:
         return image, dehaze_image(image, dehazer, progress, options.side_by_side)
 
-    return run_batch(plan.jobs, Stages(read_image, compute, save, _image_notes), overwrite=overwrite, events=events,
-                     ignored=plan.inputs.ignored, problems=plan.inputs.problems)
+    return run_batch(
+        plan.jobs,
+        Stages(read_image, compute, save, _image_notes),
+        overwrite=overwrite,
+        events=events,
+        ignored=plan.inputs.ignored,
+        problems=plan.inputs.problems,
+    )
 
 
 def dehaze_files(
@@ -196,7 +207,9 @@ def dehaze_files(
     shard: str | tuple[int, int] | None = None,
     events: BatchEvents | None = None,
 ) -> BatchSummary:
-    """``dcmp dehaze INPUT OUTPUT`` in one call (``dehazer`` None: :func:`~dcmp_cli.core.loading.load_dehazer`'s choice).
+    """``dcmp dehaze INPUT OUTPUT`` in one call.
+
+    ``dehazer`` None: what :func:`~dcmp_cli.core.loading.load_dehazer` picks.
 
     >>> summary = dehaze_files("photos/", "restored/", ext="png")
     >>> summary.ok, summary.count("done")
@@ -243,8 +256,14 @@ def run_depth_jobs(
     def save(result: tuple[LoadedImage, DepthEstimate], target: Path) -> None:
         write_bytes_atomic(target, encode_depth(*result, target.suffix, options))
 
-    return run_batch(plan.jobs, Stages(read_image, compute, save, _image_notes), overwrite=overwrite, events=events,
-                     ignored=plan.inputs.ignored, problems=plan.inputs.problems)
+    return run_batch(
+        plan.jobs,
+        Stages(read_image, compute, save, _image_notes),
+        overwrite=overwrite,
+        events=events,
+        ignored=plan.inputs.ignored,
+        problems=plan.inputs.problems,
+    )
 
 
 def estimate_depth_files(
@@ -261,11 +280,15 @@ def estimate_depth_files(
     shard: str | tuple[int, int] | None = None,
     events: BatchEvents | None = None,
 ) -> BatchSummary:
-    """``dcmp depth INPUT OUTPUT`` in one call (``estimator`` None: :func:`~dcmp_cli.core.loading.load_depth_estimator`'s choice)."""
+    """``dcmp depth INPUT OUTPUT`` in one call.
+
+    ``estimator`` None: what :func:`~dcmp_cli.core.loading.load_depth_estimator` picks.
+    """
     target_ext = _ext(ext) or ".png"
     writable = IMAGE_EXTENSIONS if colormap or side_by_side else DEPTH_EXTENSIONS
-    plan = plan_image_jobs(input, output, recursive=recursive, ext=target_ext, suffix=suffix, shard=shard,
-                           writable=writable)
+    plan = plan_image_jobs(
+        input, output, recursive=recursive, ext=target_ext, suffix=suffix, shard=shard, writable=writable
+    )
     if estimator is None:
         from dcmp_cli.core.loading import load_depth_estimator
 

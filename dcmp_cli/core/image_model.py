@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol, Union
+from typing import ClassVar, Protocol
 
 import numpy as np
 import torch
@@ -34,8 +34,9 @@ from PIL import Image
 from dcmp_cli.core.batch import ProgressFn
 from dcmp_cli.data.image_io import LUMA_WEIGHTS, quantize
 from dcmp_cli.models.registry import Kind
+
 #: What ``model(image)`` accepts and returns.
-ImageLike = Union[Image.Image, np.ndarray, torch.Tensor]
+ImageLike = Image.Image | np.ndarray | torch.Tensor
 
 
 class TemporalState(Protocol):

@@ -19,12 +19,12 @@ from dcmp_cli.choices import DEFAULT_PRIOR, PRIOR_METHODS, Method, value_of
 from dcmp_cli.core.depth import DepthEstimator
 from dcmp_cli.core.device import check_precision, resolve_device
 from dcmp_cli.core.image_model import Dehazer, DepthModel
-from dcmp_cli.sizes import parse_size
 from dcmp_cli.core.predictor import DehazePredictor, DepthPredictor, TileSettings
 from dcmp_cli.core.prior_models import PriorDehazer, PriorDepth
 from dcmp_cli.core.weights import find_default_weights
 from dcmp_cli.models.registry import Kind
 from dcmp_cli.prior import create_prior
+from dcmp_cli.sizes import parse_size
 
 PathLike = str | os.PathLike
 NoticeFn = Callable[[str], None]
@@ -43,7 +43,9 @@ class MethodError(ValueError):
     """A method that cannot do what was asked (e.g. prior depth of clear images)."""
 
 
-def tile_settings(tile: int | str | None = "auto", overlap: int = 32, max_memory: int | str | None = None) -> TileSettings:
+def tile_settings(
+    tile: int | str | None = "auto", overlap: int = 32, max_memory: int | str | None = None
+) -> TileSettings:
     """Tiling from user-level values: ``tile`` "auto"/None, 0 (never tile) or a side in pixels;
     ``max_memory`` bytes or a size such as "2G"."""
     if isinstance(tile, str):
@@ -105,7 +107,12 @@ def load_dehazer(
     if path is None:
         return PriorDehazer(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
     return DehazePredictor.from_checkpoint(
-        path, torch_device, value_of(precision), tiling, on_notice=on_notice, compile=compile  # type: ignore[arg-type]
+        path,
+        torch_device,
+        value_of(precision),
+        tiling,
+        on_notice=on_notice,
+        compile=compile,  # type: ignore[arg-type]
     )
 
 
@@ -150,8 +157,14 @@ def load_depth_estimator(
     depth is the weight-free prior's −ln t, which needs haze: clear inputs and dehazing
     weights are then refused (:class:`MethodError`), not silently ignored.
     """
-    options = dict(device=device, precision=precision, tile=tile, tile_overlap=tile_overlap,
-                   max_memory=max_memory, on_notice=on_notice)
+    options = dict(
+        device=device,
+        precision=precision,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        max_memory=max_memory,
+        on_notice=on_notice,
+    )
     model = load_depth_model(method, weights, **options)  # type: ignore[arg-type]
     if isinstance(model, PriorDepth):
         if input_is_clear:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -86,7 +86,7 @@ class PeakMemory:
         self.bytes: int | None = None
         self._before: int | None = None
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -106,7 +106,9 @@ class PeakMemory:
             self.bytes = None if after is None else max(0, after - self._before)
 
 
-def measure_bytes_per_pixel(run: Callable[[torch.Tensor], object], device: torch.device, side: int = _PROBE_SIDE) -> float:
+def measure_bytes_per_pixel(
+    run: Callable[[torch.Tensor], object], device: torch.device, side: int = _PROBE_SIDE
+) -> float:
     """Peak extra memory per input pixel of ``run`` on a (1, 3, side, side) probe.
 
     The probe's fixed overhead is counted as if it grew with the pixels, so the figure

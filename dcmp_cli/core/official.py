@@ -14,8 +14,9 @@ buffers, which are a fixed function of the window size and are rebuilt by the mo
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -225,9 +226,7 @@ def infer_official_config(state_dict: Mapping[str, torch.Tensor], kind: Kind) ->
     if meta0 is not None:
         config["position_mlp_hidden"] = _shape(sd, meta0)[0]
     depth = _infer_depth(sd, "dpn.")
-    config.update(
-        depth_widths=depth["widths"], depth_growth=depth["growth"], depth_dense_layers=depth["dense_layers"]
-    )
+    config.update(depth_widths=depth["widths"], depth_growth=depth["growth"], depth_dense_layers=depth["dense_layers"])
     return config
 
 

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from dcmp_cli.choices import DEFAULT_PRIOR
 from dcmp_cli.core.image_model import Dehazer, DepthModel, ProgressFn, TemporalState
 from dcmp_cli.core.temporal import GlobalsEMA
-from dcmp_cli.choices import DEFAULT_PRIOR
 from dcmp_cli.prior import ImagePrior, create_prior, depth_from_transmission
 
 
@@ -23,7 +23,9 @@ def _ema(temporal: TemporalState) -> GlobalsEMA:
     return temporal
 
 
-def _images(prior: ImagePrior, images: torch.Tensor, temporal: TemporalState | None) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+def _images(
+    prior: ImagePrior, images: torch.Tensor, temporal: TemporalState | None
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """(float32 RGB (H, W, 3), the image-global quantities to use or None) for each image of a (B, 3, H, W) batch."""
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected a (B, 3, H, W) image tensor, got shape {tuple(images.shape)}")
@@ -76,7 +78,10 @@ class PriorDepth(DepthModel):
         progress: ProgressFn | None = None,
         temporal: TemporalState | None = None,
     ) -> torch.Tensor:
-        maps = [depth_from_transmission(self.prior.depth_transmission(rgb, g)) for rgb, g in _images(self.prior, images, temporal)]
+        maps = [
+            depth_from_transmission(self.prior.depth_transmission(rgb, g))
+            for rgb, g in _images(self.prior, images, temporal)
+        ]
         return torch.stack([torch.from_numpy(m) for m in maps]).unsqueeze(1)
 
     def temporal_state(self, smooth: float) -> GlobalsEMA:

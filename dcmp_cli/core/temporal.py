@@ -254,5 +254,3 @@ def dehaze_stream(items: Iterable[tuple[T, Frame]], dehazer: TemporalDehazer) ->
         pending.append((tag, frame))
     if pending:
         yield from flush()
-
-

@@ -124,7 +124,14 @@ def dehaze_video(
     dehazer = TemporalDehazer(model, temporal)
     meter = FlickerMeter()
     with open_video_writer(
-        target, info.width, info.height, rate, encode, info, audio_start=frame_range.start, trim_audio=frame_range.trimmed
+        target,
+        info.width,
+        info.height,
+        rate,
+        encode,
+        info,
+        audio_start=frame_range.start,
+        trim_audio=frame_range.trimmed,
     ) as sink:
         reader = read_frames(info, frame_range)
         frames = ((None, frame.astype(np.float32) / 255.0) for frame in reader)
@@ -170,8 +177,9 @@ def dehaze_video_files(
         report = reports[source] = dehaze_video(source, target, model, temporal, encode, frame_range, progress)
         if report.incomplete:  # the output of the readable frames is kept; the item counts as failed
             note = report.notes[-1]
-            raise IncompleteVideoError(f"{note}; wrote the {report.frames} frames that could be read",
-                                       report.frames, report.expected_frames)
+            raise IncompleteVideoError(
+                f"{note}; wrote the {report.frames} frames that could be read", report.frames, report.expected_frames
+            )
 
     summary = run_batch(jobs, process, overwrite=overwrite, events=events, ignored=ignored)
     for result in summary.results:
@@ -230,12 +238,15 @@ def dehaze_frame_folder(
     report.flicker_input, report.flicker_output = meter.input, meter.output
     report.scene_cuts = dehazer.scene_cuts
     events.item_finished(
-        ItemResult(root, output, "done" if summary.ok else "failed", report.seconds,
-                   None if summary.ok else f"{len(summary.failed)} frame(s) could not be read")
+        ItemResult(
+            root,
+            output,
+            "done" if summary.ok else "failed",
+            report.seconds,
+            None if summary.ok else f"{len(summary.failed)} frame(s) could not be read",
+        )
     )
     return summary, report
-
-
 
 
 # --------------------------------------------------------------------------- planning
@@ -312,10 +323,14 @@ def plan_video_job(
             frames = collect_inputs(input)
         except InputError:
             hint = "" if recursive else " (search sub-folders for videos with recursive=True)"
-            raise VideoPlanError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or frame images in {input}{hint}") from None
+            raise VideoPlanError(
+                f"no videos ({', '.join(VIDEO_EXTENSIONS)}) or frame images in {input}{hint}"
+            ) from None
         if frame_range.start is not None or frame_range.end is not None or frame_range.fps is not None:
-            raise FrameRangeOnFramesError("start and end times and a frame rate apply to videos; for a folder of "
-                                          "frames limit the number of frames instead")
+            raise FrameRangeOnFramesError(
+                "start and end times and a frame rate apply to videos; for a folder of "
+                "frames limit the number of frames instead"
+            )
         if output.suffix.lower() in VIDEO_EXTENSIONS:
             raise VideoPlanError(
                 f"{input} holds frame images: the output must be a folder for the dehazed frames, not {output.name}"
@@ -349,11 +364,13 @@ def run_video_plan(
         if existing and not overwrite:
             reason = f"{len(existing)} output frame(s) exist (overwrite to redo)"
             return BatchSummary([ItemResult(plan.input, plan.output, "skipped", reason=reason)]), []
-        summary, report = dehaze_frame_folder(plan.frames, plan.output, model, temporal,
-                                              max_frames=frame_range.max_frames, events=events)
+        summary, report = dehaze_frame_folder(
+            plan.frames, plan.output, model, temporal, max_frames=frame_range.max_frames, events=events
+        )
         return summary, [report]
-    summary, reports = dehaze_video_files(plan.jobs, model, temporal, encode, frame_range,
-                                          overwrite=overwrite, events=events, ignored=plan.ignored)
+    summary, reports = dehaze_video_files(
+        plan.jobs, model, temporal, encode, frame_range, overwrite=overwrite, events=events, ignored=plan.ignored
+    )
     return summary, list(reports.values())
 
 
@@ -383,8 +400,9 @@ def dehaze_videos(
     """
     encode = EncodeOptions(codec=codec, crf=crf)
     frame_range = FrameRange(start, end, max_frames, Fraction(fps).limit_denominator(1001) if fps is not None else None)
-    plan = plan_video_job(input, output, encoder=check_encoder(encode), recursive=recursive, ext=ext,
-                          frame_range=frame_range)
+    plan = plan_video_job(
+        input, output, encoder=check_encoder(encode), recursive=recursive, ext=ext, frame_range=frame_range
+    )
     if dehazer is None:
         from dcmp_cli.core.loading import load_dehazer
 

@@ -75,11 +75,33 @@ Backend = Literal["auto", "events", "poll"]
 TEMPORARY_SUFFIXES = frozenset({".part", ".partial", ".crdownload", ".download", ".filepart", ".tmp", ".temp", ".swp"})
 
 #: File-system types on which notifications do not report changes made elsewhere (``/proc/self/mountinfo`` names).
-NETWORK_FILESYSTEMS = frozenset({
-    "nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "drvfs", "virtiofs", "vboxsf", "ceph",
-    "glusterfs", "lustre", "gpfs", "beegfs", "davfs", "fuse.sshfs", "fuse.rclone", "fuse.s3fs", "fuse.gcsfuse",
-    "fuse.glusterfs", "fuse.ceph",
-})
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "9p",
+        "drvfs",
+        "virtiofs",
+        "vboxsf",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "davfs",
+        "fuse.sshfs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.glusterfs",
+        "fuse.ceph",
+    }
+)
 
 _DEFAULT_OPTIONS = OutputOptions()
 
@@ -149,9 +171,18 @@ def watch_dehaze(
         raise ValueError(f"poll_interval must be a positive number of seconds, got {poll_interval}")
     if not (math.isfinite(settle) and settle >= 0):
         raise ValueError(f"settle must be zero or a positive number of seconds, got {settle}")
-    watch = _Watch(Path(input).expanduser(), Path(output).expanduser(), dehazer, options, recursive=recursive,
-                   overwrite=overwrite, events=events or BatchEvents(), stop=stop or threading.Event(),
-                   poll_interval=poll_interval, settle=settle)
+    watch = _Watch(
+        Path(input).expanduser(),
+        Path(output).expanduser(),
+        dehazer,
+        options,
+        recursive=recursive,
+        overwrite=overwrite,
+        events=events or BatchEvents(),
+        stop=stop or threading.Event(),
+        poll_interval=poll_interval,
+        settle=settle,
+    )
     return watch.run(backend, on_ready)
 
 
@@ -233,9 +264,20 @@ def _reason(error: OSError) -> str:
 class _Watch:
     """The state of one :func:`watch_dehaze` call (nothing outlives it)."""
 
-    def __init__(self, root: Path, output: Path, dehazer: Dehazer, options: OutputOptions, *, recursive: bool,
-                 overwrite: bool, events: BatchEvents, stop: threading.Event, poll_interval: float,
-                 settle: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        output: Path,
+        dehazer: Dehazer,
+        options: OutputOptions,
+        *,
+        recursive: bool,
+        overwrite: bool,
+        events: BatchEvents,
+        stop: threading.Event,
+        poll_interval: float,
+        settle: float,
+    ) -> None:
         self.root = root
         self.root_abs = Path(os.path.abspath(root))
         ext = None if options.ext is None else "." + options.ext.lstrip(".").lower()
@@ -268,8 +310,13 @@ class _Watch:
         rounds, started, close = self._open(backend)  # before listing INPUT, so nothing falls in between
         try:
             try:
-                plan = plan_image_jobs(self.root, self.naming.folder, recursive=self.recursive, ext=self.naming.ext,
-                                       suffix=self.naming.suffix)
+                plan = plan_image_jobs(
+                    self.root,
+                    self.naming.folder,
+                    recursive=self.recursive,
+                    ext=self.naming.ext,
+                    suffix=self.naming.suffix,
+                )
                 backlog = len(plan.jobs)
             except NoImagesError:  # an empty folder is fine to watch
                 backlog = 0
@@ -302,8 +349,10 @@ class _Watch:
         if not os.path.isdir(self.root):
             raise InputError(f"{self.root} is not a folder; only a folder of images can be watched", self.root)
         if self.in_place and not self.naming.suffix and self.naming.ext is None:
-            raise PlanError(f"results written into {self.root} under their inputs' names would replace the inputs; "
-                            "write to another folder or add a suffix to output names")
+            raise PlanError(
+                f"results written into {self.root} under their inputs' names would replace the inputs; "
+                "write to another folder or add a suffix to output names"
+            )
 
     def _check_root(self) -> None:
         if not os.path.isdir(self.root):
@@ -326,9 +375,16 @@ class _Watch:
             else:
                 timeout_ms = max(1, round(self.poll_interval * 1000))
                 changes = watchfiles.watch(
-                    self.root_abs, watch_filter=None, debounce=timeout_ms, step=min(50, timeout_ms),
-                    stop_event=self.stop, rust_timeout=timeout_ms, yield_on_timeout=True, raise_interrupt=True,
-                    recursive=self.recursive, ignore_permission_denied=True,
+                    self.root_abs,
+                    watch_filter=None,
+                    debounce=timeout_ms,
+                    step=min(50, timeout_ms),
+                    stop_event=self.stop,
+                    rust_timeout=timeout_ms,
+                    yield_on_timeout=True,
+                    raise_interrupt=True,
+                    recursive=self.recursive,
+                    ignore_permission_denied=True,
                 )
                 try:
                     first = next(changes, set())  # sets the watch up, then waits up to one interval
@@ -384,7 +440,9 @@ class _Watch:
                     entries = list(listing)
             except OSError as error:
                 if folder == self.root:
-                    raise InputError(f"cannot read the watched folder {self.root}: {_reason(error)}", self.root) from None
+                    raise InputError(
+                        f"cannot read the watched folder {self.root}: {_reason(error)}", self.root
+                    ) from None
                 if not isinstance(error, (FileNotFoundError, NotADirectoryError)):  # gone meanwhile: nothing to say
                     problems.append((folder, f"folder cannot be read ({_reason(error)}); its files were not looked at"))
                 continue
@@ -578,8 +636,11 @@ class _Watch:
         if not rel.stem.endswith(suffix) or (self.naming.ext is not None and rel.suffix != self.naming.ext):
             return False
         stem = rel.stem[: -len(suffix)]
-        return any(_canonical(self.naming.target(source, self.layout)) == canonical
-                   for source in self._images_named(self.root / rel.parent, stem) if source != path)
+        return any(
+            _canonical(self.naming.target(source, self.layout)) == canonical
+            for source in self._images_named(self.root / rel.parent, stem)
+            if source != path
+        )
 
     def _images_named(self, folder: Path, stem: str) -> list[Path]:
         """The watchable image files of ``folder`` whose name without extension is ``stem``."""
@@ -600,8 +661,11 @@ class _Watch:
             if place == _canonical(source) or place == source.resolve() or self._is_input_file(place):
                 raise OutputIsInputError(source, target)
         if self.naming.ext is not None:
-            others = [p for p in self._images_named(source.parent, source.stem)
-                      if p != source and not self._named_as_output(p)]
+            others = [
+                p
+                for p in self._images_named(source.parent, source.stem)
+                if p != source and not self._named_as_output(p)
+            ]
             if others:
                 raise OutputCollisionError(target, sorted([*others, source]))
 

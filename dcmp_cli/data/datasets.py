@@ -76,7 +76,9 @@ class PairedDataset:
 
 def _images(directory: Path) -> list[Path]:
     return sorted(
-        p for p in directory.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        p
+        for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
 
 
@@ -216,8 +218,19 @@ NAMED_DATASETS: dict[str, NamedDataset] = {
         NamedDataset(
             "sots-indoor",
             "RESIDE SOTS-indoor",
-            ("SOTS/indoor/nyuhaze500", "SOTS/indoor", "sots/indoor", "indoor/nyuhaze500", "indoor", "nyuhaze500",
-             "SOTS-indoor", "sots-indoor", "RESIDE-IN/test", "reside-indoor/test", "."),
+            (
+                "SOTS/indoor/nyuhaze500",
+                "SOTS/indoor",
+                "sots/indoor",
+                "indoor/nyuhaze500",
+                "indoor",
+                "nyuhaze500",
+                "SOTS-indoor",
+                "sots-indoor",
+                "RESIDE-IN/test",
+                "reside-indoor/test",
+                ".",
+            ),
             "hazy/ + gt/ with RESIDE names (1400_1.png → 1400.png; 640×480 clear images lose their 10-px "
             "border), or hazy/ + GT/ with identical names (DehazeFormer's rearranged copy)",
             500,
@@ -225,8 +238,16 @@ NAMED_DATASETS: dict[str, NamedDataset] = {
         NamedDataset(
             "sots-outdoor",
             "RESIDE SOTS-outdoor",
-            ("SOTS/outdoor", "sots/outdoor", "outdoor", "SOTS-outdoor", "sots-outdoor", "RESIDE-OUT/test",
-             "reside-outdoor/test", "."),
+            (
+                "SOTS/outdoor",
+                "sots/outdoor",
+                "outdoor",
+                "SOTS-outdoor",
+                "sots-outdoor",
+                "RESIDE-OUT/test",
+                "reside-outdoor/test",
+                ".",
+            ),
             "hazy/ + gt/ with RESIDE names (0001_0.8_0.2.jpg → 0001.png), or identical names",
             500,
         ),
@@ -249,8 +270,15 @@ NAMED_DATASETS: dict[str, NamedDataset] = {
         NamedDataset(
             "dense-haze",
             "Dense-Haze (NTIRE 2019)",
-            ("Dense_Haze_NTIRE19", "Dense-Haze/Dense_Haze_NTIRE19", "Dense-Haze", "Dense_Haze", "dense-haze",
-             "DENSE-HAZE", "."),
+            (
+                "Dense_Haze_NTIRE19",
+                "Dense-Haze/Dense_Haze_NTIRE19",
+                "Dense-Haze",
+                "Dense_Haze",
+                "dense-haze",
+                "DENSE-HAZE",
+                ".",
+            ),
             "hazy/ + GT/ with 01_hazy.png → 01_GT.png",
             55,
             "papers usually report on pairs 51–55 (use a folder with only those)",
@@ -275,7 +303,9 @@ def resolve_named_dataset(name: str, data_root: str | os.PathLike) -> PairedData
     """
     key = name.lower()
     if key not in NAMED_DATASETS:
-        raise DatasetError(f"unknown dataset name {name!r}; named datasets: {', '.join(NAMED_DATASETS)} (or pass a folder)")
+        raise DatasetError(
+            f"unknown dataset name {name!r}; named datasets: {', '.join(NAMED_DATASETS)} (or pass a folder)"
+        )
     spec = NAMED_DATASETS[key]
     root = Path(data_root).expanduser()
     if not root.is_dir():
@@ -290,6 +320,4 @@ def resolve_named_dataset(name: str, data_root: str | os.PathLike) -> PairedData
             return discover_pairs(candidate)
         except DatasetError:
             continue
-    raise DatasetError(
-        f"no {spec.title} pairs under {root}: tried {', '.join(tried)}; expected {spec.naming}"
-    )
+    raise DatasetError(f"no {spec.title} pairs under {root}: tried {', '.join(tried)}; expected {spec.naming}")

@@ -296,8 +296,9 @@ def collect_inputs(
         walk = _Walk(_skip_keys(path, outputs, exclude))
         _walk(path, None if recursive else 0, walk)
         images = [p for p in walk.files if is_image_path(p)]
-        inputs = InputSet(path, sorted(images), sorted(p for p in walk.files if not is_image_path(p)),
-                          problems=walk.problems)
+        inputs = InputSet(
+            path, sorted(images), sorted(p for p in walk.files if not is_image_path(p)), problems=walk.problems
+        )
         if not images:
             hint = "" if recursive else " (sub-folders are searched only in recursive mode)"
             trouble = f"; {len(walk.problems)} item(s) could not be read" if walk.problems else ""
@@ -317,8 +318,11 @@ def _collect_glob(
     walk = _Walk(_skip_keys(base, outputs, exclude))
     _walk(base, None if "**" in parts else len(parts) - 1, walk, descend=lambda rel: _prefix_may_match(rel, parts))
     files = sorted(p for p in walk.files if _match(p.relative_to(base).parts, parts))
-    problems = [(p, r) for p, r in walk.problems if _prefix_may_match(p.relative_to(base).parts, parts)
-                or _match(p.relative_to(base).parts, parts)]
+    problems = [
+        (p, r)
+        for p, r in walk.problems
+        if _prefix_may_match(p.relative_to(base).parts, parts) or _match(p.relative_to(base).parts, parts)
+    ]
     if not files:
         trouble = f"; {len(problems)} item(s) could not be read" if problems else ""
         raise InputError(f"no files match {spec}{trouble}", pattern)

@@ -93,14 +93,49 @@ _RAW_EXIF_TEXT_KEYS = ("Raw profile type exif", "Raw profile type APP1")
 #: Largest decompressed PNG text chunk kept (as Pillow's own limit).
 _MAX_TEXT_BYTES = 1 << 20
 #: TIFF tags that describe a file's pixel layout or hold data kept elsewhere: never copied as EXIF.
-_LAYOUT_TAGS = frozenset({
-    254, 255, 256, 257, 258, 259, 262, 263, 266, 273, 277, 278, 279, 280, 281, 284, 292, 293, 317, 320,
-    322, 323, 324, 325, 338, 339, 340, 341, 347, 513, 514, 529, 530, 531, 532,
-    700,  # XMP (kept as ImageMetadata.xmp)
-    34377,  # Photoshop image resources (thumbnails, layer data)
-    34675,  # ICC profile (kept as ImageMetadata.icc_profile)
-    37724,  # Photoshop layer data
-})
+_LAYOUT_TAGS = frozenset(
+    {
+        254,
+        255,
+        256,
+        257,
+        258,
+        259,
+        262,
+        263,
+        266,
+        273,
+        277,
+        278,
+        279,
+        280,
+        281,
+        284,
+        292,
+        293,
+        317,
+        320,
+        322,
+        323,
+        324,
+        325,
+        338,
+        339,
+        340,
+        341,
+        347,
+        513,
+        514,
+        529,
+        530,
+        531,
+        532,
+        700,  # XMP (kept as ImageMetadata.xmp)
+        34377,  # Photoshop image resources (thumbnails, layer data)
+        34675,  # ICC profile (kept as ImageMetadata.icc_profile)
+        37724,  # Photoshop layer data
+    }
+)
 #: What Pillow raises on EXIF blocks it cannot parse.
 _EXIF_ERRORS = (OSError, ValueError, SyntaxError, KeyError, TypeError, struct.error)
 _ORIENTATION_XMP = re.compile(rb"(tiff:Orientation(?:=\"|>))([0-9])")
@@ -229,7 +264,7 @@ def _decode_pil(im: Image.Image) -> np.ndarray:
 
 def _exif_bytes(exif: Image.Exif) -> bytes:
     """Serialised EXIF (TIFF structure, no thumbnail: Pillow writes IFD0 and its sub-IFDs only)."""
-    return exif.tobytes()[len(_EXIF_HEADER):]
+    return exif.tobytes()[len(_EXIF_HEADER) :]
 
 
 def _read_exif(im: Image.Image, exif: Image.Exif, turned: bool) -> bytes | None:
@@ -265,9 +300,9 @@ def _png_text_payloads(data: bytes) -> list[tuple[bytes, bytes]]:
     """(type, payload) of the tEXt/zTXt/iTXt chunks of a PNG stream, in order (others are skipped unread)."""
     found, pos = [], 8
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if kind in (b"tEXt", b"zTXt", b"iTXt"):
-            found.append((kind, data[pos + 8:pos + 8 + length]))
+            found.append((kind, data[pos + 8 : pos + 8 + length]))
         elif kind == b"IEND":
             break
         pos += 12 + length
@@ -553,7 +588,7 @@ def _encode_tiff(pixels: np.ndarray, exif: bytes | None, icc: bytes | None, xmp:
     differences = samples.copy()
     differences[:, 1:] = samples[:, 1:] - samples[:, :-1]  # unsigned wrap-around = TIFF predictor 2
     rows_per_strip = min(h, max(1, (1 << 20) // (w * channels * pixels.dtype.itemsize)))
-    strips = [zlib.compress(differences[y:y + rows_per_strip].tobytes(), 1) for y in range(0, h, rows_per_strip)]
+    strips = [zlib.compress(differences[y : y + rows_per_strip].tobytes(), 1) for y in range(0, h, rows_per_strip)]
 
     ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
     if exif is not None:
@@ -689,7 +724,12 @@ def encode_like(
         if panels > 1:
             alpha = np.tile(alpha, (1, panels))
     return encode_image(
-        rgb, ext, bit_depth=bit_depth or like.bit_depth, grey=like.grey, alpha=alpha, quality=quality,
+        rgb,
+        ext,
+        bit_depth=bit_depth or like.bit_depth,
+        grey=like.grey,
+        alpha=alpha,
+        quality=quality,
         metadata=like.metadata,
     )
 
@@ -706,8 +746,9 @@ def write_image(
 ) -> Path:
     """Writes float RGB (H, W, 3) in [0, 1] to ``path`` (format from its extension), atomically."""
     path = Path(path)
-    data = encode_image(rgb, path.suffix, bit_depth=bit_depth, grey=grey, alpha=alpha, quality=quality,
-                        metadata=metadata)
+    data = encode_image(
+        rgb, path.suffix, bit_depth=bit_depth, grey=grey, alpha=alpha, quality=quality, metadata=metadata
+    )
     return write_bytes_atomic(path, data)
 
 

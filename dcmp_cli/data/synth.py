@@ -33,9 +33,10 @@ import csv
 import io
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -44,13 +45,13 @@ from dcmp_cli import __version__
 from dcmp_cli.atomic import write_bytes_atomic
 from dcmp_cli.choices import value_of
 from dcmp_cli.data.datasets import read_depth_map
-from dcmp_cli.data.files import collect_inputs
 from dcmp_cli.data.depth_io import (
     CONVENTION_TEXT,
     DEPTH_EXTENSIONS,
     normalise_depth,
     write_depth,
 )
+from dcmp_cli.data.files import collect_inputs
 from dcmp_cli.data.haze import add_haze, vertical_gradient_depth
 from dcmp_cli.data.image_io import (
     IMAGE_EXTENSIONS,
@@ -276,8 +277,10 @@ def check_output_dir(out_dir: Path, inputs: Sequence[Path], overwrite: bool) -> 
         if (out_dir / sub).is_dir() and any((out_dir / sub).iterdir())
     ]
     if existing:
-        raise SynthError(f"{out_dir} already holds a dataset ({existing[0].name}); overwrite it or choose another "
-                         "folder", "overwrite")
+        raise SynthError(
+            f"{out_dir} already holds a dataset ({existing[0].name}); overwrite it or choose another folder",
+            "overwrite",
+        )
 
 
 def synthesize(
@@ -396,8 +399,14 @@ def synthesize_dataset(
     like them (default: the stand-in vertical gradient). Raises :class:`SynthError` or
     :class:`~dcmp_cli.data.files.InputError`.
     """
-    config = SynthConfig(tuple(beta), tuple(airlight), per_image, seed,  # type: ignore[arg-type]
-                         Path(depth) if depth is not None else None, value_of(depth_kind))  # type: ignore[arg-type]
+    config = SynthConfig(
+        tuple(beta),
+        tuple(airlight),
+        per_image,
+        seed,  # type: ignore[arg-type]
+        Path(depth) if depth is not None else None,
+        value_of(depth_kind),
+    )  # type: ignore[arg-type]
     config.check()
     report = synthesize(collect_inputs(clear).files, output, config, overwrite=overwrite, events=events)
     return report, write_manifest(report)

@@ -15,7 +15,8 @@ feeding both decoder stages, and selective-kernel fusion of the skip connections
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -115,7 +116,13 @@ class DehazeNet(nn.Module):
 
         self.embed = nn.Conv2d(in_channels, w_full, 3, padding=1, padding_mode="reflect")
         # 1×1 convolutions merging each stage's input with its guide (and the depth prior).
-        stage_input_widths = (w_full + w_full + 1, w_half + w_half, w_quarter + w_quarter, w_half + w_half, w_full + w_full)
+        stage_input_widths = (
+            w_full + w_full + 1,
+            w_half + w_half,
+            w_quarter + w_quarter,
+            w_half + w_half,
+            w_full + w_full,
+        )
         self.stage_inputs = nn.ModuleList(
             nn.Conv2d(c_in, c_out, 1) for c_in, c_out in zip(stage_input_widths, stage_widths)
         )
@@ -153,7 +160,10 @@ class DehazeNet(nn.Module):
         )
         self.skip_proj = nn.ModuleList([nn.Conv2d(w_half, w_half, 1), nn.Conv2d(w_full, w_full, 1)])
         self.skip_fusion = nn.ModuleList(
-            [SelectiveSkipFusion(w_half, reduction=skip_reduction), SelectiveSkipFusion(w_full, reduction=skip_reduction)]
+            [
+                SelectiveSkipFusion(w_half, reduction=skip_reduction),
+                SelectiveSkipFusion(w_full, reduction=skip_reduction),
+            ]
         )
         self.head = nn.Conv2d(w_full, in_channels, 3, padding=1, padding_mode="reflect")
 

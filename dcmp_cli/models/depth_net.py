@@ -12,7 +12,7 @@ larger values are nearer; see the README's "Depth conventions").
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

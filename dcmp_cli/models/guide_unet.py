@@ -8,7 +8,7 @@ UNet does, so decoder levels concatenate equal widths.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,9 @@ class GuideUNet(nn.Module):
     the reduced sizes are those of the encoder levels (floor division by max-pooling).
     """
 
-    def __init__(self, in_channels: int = 3, widths: Sequence[int] = (64, 128, 256, 512), out_channels: int = 3) -> None:
+    def __init__(
+        self, in_channels: int = 3, widths: Sequence[int] = (64, 128, 256, 512), out_channels: int = 3
+    ) -> None:
         super().__init__()
         if len(widths) < 3:
             raise ValueError(f"the guide UNet needs at least 3 widths, got {tuple(widths)}")

@@ -95,8 +95,10 @@ def full_kwargs(kind: Kind, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _normalise(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: [float(x) if isinstance(x, float) else x for x in v] if isinstance(v, (tuple, list)) else v
-            for k, v in kwargs.items()}
+    return {
+        k: [float(x) if isinstance(x, float) else x for x in v] if isinstance(v, (tuple, list)) else v
+        for k, v in kwargs.items()
+    }
 
 
 register_preset(

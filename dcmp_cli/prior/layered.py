@@ -154,7 +154,9 @@ class LayeredDehazer:
         """Self-guided filter coefficients (a, b) per channel, base = a·I + b, on a half-size copy."""
         h, w = image.shape[:2]
         sub = 2 if min(h, w) >= 4 * self.base_radius else 1
-        small = cv2.resize(image, (max(1, w // sub), max(1, h // sub)), interpolation=cv2.INTER_AREA) if sub > 1 else image
+        small = (
+            cv2.resize(image, (max(1, w // sub), max(1, h // sub)), interpolation=cv2.INTER_AREA) if sub > 1 else image
+        )
         r = max(1, self.base_radius // sub)
         mean = box(small, r)
         var = box(small * small, r) - mean * mean

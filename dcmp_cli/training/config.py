@@ -18,10 +18,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
+
+import tomllib
 
 from dcmp_cli.models.registry import list_presets
 
@@ -56,59 +58,101 @@ class TrainConfig:
     data: str = _f("", "data", "Training dataset folder (hazy/ + GT/ [+ depth/], the layouts `dcmp eval` reads).")
     val_data: str = _f("", "data", "Validation dataset folder; empty: no validation and no best/ checkpoint.")
     patch_size: int = _f(256, "data", "Side of the random square training crops.", minimum=16)
-    edge_decay: float = _f(0.1, "data", "Extra probability of crops touching the image border (the authors' edge_decay).", minimum=0)
-    only_h_flip: bool = _f(False, "data", "Horizontal flips only (no 90° rotations), as the authors advise for outdoor data.")
-    num_workers: int = _f(4, "data", "Data-loading worker processes per training process (0: load in the main process).", minimum=0)
+    edge_decay: float = _f(
+        0.1, "data", "Extra probability of crops touching the image border (the authors' edge_decay).", minimum=0
+    )
+    only_h_flip: bool = _f(
+        False, "data", "Horizontal flips only (no 90° rotations), as the authors advise for outdoor data."
+    )
+    num_workers: int = _f(
+        4, "data", "Data-loading worker processes per training process (0: load in the main process).", minimum=0
+    )
     data_check: str = _f(
-        "decode", "data", "Check every pair before training: decode (read all images) or header (sizes only, faster).",
+        "decode",
+        "data",
+        "Check every pair before training: decode (read all images) or header (sizes only, faster).",
         ("decode", "header"),
     )
-    val_crop: int = _f(0, "data", "Validate on centre crops of this side (0: whole images, as the authors' test).", minimum=0)
+    val_crop: int = _f(
+        0, "data", "Validate on centre crops of this side (0: whole images, as the authors' test).", minimum=0
+    )
     val_max_images: int = _f(0, "data", "Validate on at most this many pairs (0: all).", minimum=0)
 
     # --- depth targets
     depth_source: str = _f(
-        "auto", "depth",
+        "auto",
+        "depth",
         "Depth target of the clear image: auto (the dataset's depth/ folder if present, else the pair-derived "
         "estimate; a depth_teacher wins), folder, pair, or teacher.",
         ("auto", "folder", "pair", "teacher"),
     )
     depth_folder_convention: str = _f(
-        "depth", "depth", "What the dataset's depth/ maps hold: depth (larger = farther, as `dcmp synth` writes) or "
-        "disparity (larger = nearer).", ("depth", "disparity"),
+        "depth",
+        "depth",
+        "What the dataset's depth/ maps hold: depth (larger = farther, as `dcmp synth` writes) or "
+        "disparity (larger = nearer).",
+        ("depth", "disparity"),
     )
     depth_teacher: str = _f(
-        "", "depth", "Depth teacher run on the clear crops: a dcmp/authors' depth checkpoint, or a torch.export .pt2 or "
+        "",
+        "depth",
+        "Depth teacher run on the clear crops: a dcmp/authors' depth checkpoint, or a torch.export .pt2 or "
         "TorchScript program (these need trust_teacher_code).",
     )
     trust_teacher_code: bool = _f(
-        False, "depth", "Load a depth teacher that is a program (torch.export .pt2, TorchScript): such a file can run "
+        False,
+        "depth",
+        "Load a depth teacher that is a program (torch.export .pt2, TorchScript): such a file can run "
         "arbitrary code on this machine when loaded. Only for files you trust; depth checkpoints never need it.",
     )
-    teacher_input: str = _f("network", "depth", "Exported/TorchScript teacher input range: network ([-1, 1]) or unit ([0, 1]).", ("network", "unit"))
-    teacher_output: str = _f("disparity", "depth", "Exported/TorchScript teacher output: disparity (larger = nearer) or depth.", ("disparity", "depth"))
+    teacher_input: str = _f(
+        "network",
+        "depth",
+        "Exported/TorchScript teacher input range: network ([-1, 1]) or unit ([0, 1]).",
+        ("network", "unit"),
+    )
+    teacher_output: str = _f(
+        "disparity",
+        "depth",
+        "Exported/TorchScript teacher output: disparity (larger = nearer) or depth.",
+        ("disparity", "depth"),
+    )
     depth_cache: bool = _f(True, "depth", "Cache pair-derived depth maps in RUN_DIR/cache (computed once per pair).")
 
     # --- loss
     w_restore: float = _f(1.0, "loss", "L1(dehazed, clear), network range [-1, 1].", minimum=0)
     w_depth_consistency: float = _f(
-        0.1, "loss", "Dehazing loss: L1(depth_net(dehazed), depth target). Both networks receive its gradient.", minimum=0
+        0.1,
+        "loss",
+        "Dehazing loss: L1(depth_net(dehazed), depth target). Both networks receive its gradient.",
+        minimum=0,
     )
     w_depth: float = _f(1.0, "loss", "Depth loss: L1(depth_net(dehazed), depth target).", minimum=0)
     w_depth_weighted: float = _f(
         1.0, "loss", "Depth loss: the same L1 with both maps times the difference-perception weight map.", minimum=0
     )
     weight_map_mean_one: bool = _f(
-        False, "loss", "Rescale the difference-perception weight map to mean 1 (published: softmax over C·H·W, mean ≈ 1/(H·W)).",
+        False,
+        "loss",
+        "Rescale the difference-perception weight map to mean 1 (published: softmax over C·H·W, mean ≈ 1/(H·W)).",
     )
-    w_contrastive: float = _f(1.0, "loss", "VGG19 contrastive regulariser (needs vgg_weights; off without them).", minimum=0)
-    vgg_weights: str = _f("", "loss", "VGG19 weights file (torchvision's vgg19-dcbb9e9d.pth keys features.N.*); nothing downloads.")
+    w_contrastive: float = _f(
+        1.0, "loss", "VGG19 contrastive regulariser (needs vgg_weights; off without them).", minimum=0
+    )
+    vgg_weights: str = _f(
+        "", "loss", "VGG19 weights file (torchvision's vgg19-dcbb9e9d.pth keys features.N.*); nothing downloads."
+    )
     vgg_imagenet_normalize: bool = _f(
-        False, "loss", "Feed VGG19 ImageNet-normalised [0, 1] images (the authors feed the [-1, 1] tensors as they are)."
+        False,
+        "loss",
+        "Feed VGG19 ImageNet-normalised [0, 1] images (the authors feed the [-1, 1] tensors as they are).",
     )
     w_guide: float = _f(
-        0.0, "loss", "Guide consistency: L1 between the dehazer's guide features of the hazy and (detached) clear "
-        "image. Our gradient-carrying stand-in for the published UNet terms, which carry no gradient.", minimum=0,
+        0.0,
+        "loss",
+        "Guide consistency: L1 between the dehazer's guide features of the hazy and (detached) clear "
+        "image. Our gradient-carrying stand-in for the published UNet terms, which carry no gradient.",
+        minimum=0,
     )
 
     # --- optimisation
@@ -116,10 +160,14 @@ class TrainConfig:
     lr_dehaze: float = _f(1e-4, "optim", "Learning rate of the dehazing network.", minimum=0)
     lr_depth: float = _f(1e-4, "optim", "Learning rate of the depth network.", minimum=0)
     weight_decay: float = _f(0.0, "optim", "Weight decay of both optimisers.", minimum=0)
-    lr_min_ratio: float = _f(0.01, "optim", "Cosine schedule floor as a fraction of the learning rate (authors: 1e-2).", minimum=0)
+    lr_min_ratio: float = _f(
+        0.01, "optim", "Cosine schedule floor as a fraction of the learning rate (authors: 1e-2).", minimum=0
+    )
     schedule_unit: str = _f(
-        "iteration", "optim", "Step the cosine schedule every iteration (smooth, works with iters) or every epoch "
-        "(the authors).", ("iteration", "epoch"),
+        "iteration",
+        "optim",
+        "Step the cosine schedule every iteration (smooth, works with iters) or every epoch (the authors).",
+        ("iteration", "epoch"),
     )
     grad_clip: float = _f(0.0, "optim", "Clip each network's gradient norm to this (0: off, as published).", minimum=0)
     batch_size: int = _f(8, "optim", "Global batch size (split evenly over the training processes).", minimum=1)
@@ -127,15 +175,26 @@ class TrainConfig:
     iters: int = _f(0, "optim", "Training iterations; > 0 overrides epochs.", minimum=0)
 
     # --- run
-    device: str = _f("auto", "run", "auto, cpu, cuda, cuda:N or mps (under torchrun each process takes cuda:LOCAL_RANK).")
-    precision: str = _f("auto", "run", "auto (fp16 autocast + grad scaling on CUDA, fp32 elsewhere), fp32, fp16 or bf16.",
-                        ("auto", "fp32", "fp16", "bf16"))
+    device: str = _f(
+        "auto", "run", "auto, cpu, cuda, cuda:N or mps (under torchrun each process takes cuda:LOCAL_RANK)."
+    )
+    precision: str = _f(
+        "auto",
+        "run",
+        "auto (fp16 autocast + grad scaling on CUDA, fp32 elsewhere), fp32, fp16 or bf16.",
+        ("auto", "fp32", "fp16", "bf16"),
+    )
     seed: int = _f(0, "run", "Seed of initialisation, data order and augmentation.", minimum=0)
-    deterministic: bool = _f(False, "run", "Deterministic algorithms (slower on GPU; CPU runs are deterministic anyway).")
+    deterministic: bool = _f(
+        False, "run", "Deterministic algorithms (slower on GPU; CPU runs are deterministic anyway)."
+    )
     sync_batchnorm: bool = _f(True, "run", "Synchronise the guide UNet's batch norms across GPUs in multi-GPU runs.")
     nonfinite: str = _f(
-        "stop", "run", "On a NaN/inf loss: stop (error naming the step and loss) or skip the batch (at most "
-        "max_skipped_batches in a run).", ("stop", "skip"),
+        "stop",
+        "run",
+        "On a NaN/inf loss: stop (error naming the step and loss) or skip the batch (at most "
+        "max_skipped_batches in a run).",
+        ("stop", "skip"),
     )
     max_skipped_batches: int = _f(100, "run", "With nonfinite = skip: stop after this many skipped batches.", minimum=1)
 
@@ -146,7 +205,9 @@ class TrainConfig:
     checkpoint_every_iters: int = _f(
         0, "log", "Also write last/ every this many iterations (0: at epoch ends and at the end).", minimum=0
     )
-    protocol: str = _f("dcmpnet", "log", "Validation PSNR/SSIM protocol (see `dcmp eval`).", ("dcmpnet", "dehazeformer"))
+    protocol: str = _f(
+        "dcmpnet", "log", "Validation PSNR/SSIM protocol (see `dcmp eval`).", ("dcmpnet", "dehazeformer")
+    )
     tensorboard: bool = _f(True, "log", "Write TensorBoard logs to RUN_DIR/tensorboard when tensorboard is installed.")
 
     def __post_init__(self) -> None:
@@ -164,7 +225,7 @@ class TrainConfig:
         """Every field by name (no sections)."""
         return asdict(self)
 
-    def with_values(self, **values: Any) -> "TrainConfig":
+    def with_values(self, **values: Any) -> TrainConfig:
         """A copy with ``values`` replaced (validated)."""
         return replace(self, **_check_values(values))
 
@@ -253,7 +314,9 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             try:
                 import yaml  # type: ignore[import-untyped]
             except ImportError:
-                raise ConfigError(f"{path}: YAML configs need PyYAML (pip install pyyaml); or use TOML or JSON") from None
+                raise ConfigError(
+                    f"{path}: YAML configs need PyYAML (pip install pyyaml); or use TOML or JSON"
+                ) from None
             data = yaml.safe_load(text) or {}
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not valid {suffix[1:].upper()}: {e}") from None

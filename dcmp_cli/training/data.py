@@ -20,10 +20,11 @@ Images leave this module as float32 tensors in [0, 1], (3, H, W); depth targets 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -165,6 +166,7 @@ def pair_depth_target(pair: Pair, hazy: np.ndarray, clear: np.ndarray, cache_dir
 
 def random_crop_box(height: int, width: int, size: int, edge_decay: float, rng: np.random.Generator) -> tuple[int, int]:
     """Top-left corner of a ``size`` crop; with probability size/side·edge_decay it touches a border (authors' rule)."""
+
     def start(side: int) -> int:
         if rng.random() < size / side * edge_decay:
             return 0 if rng.integers(0, 2) == 0 else side - size
@@ -173,7 +175,9 @@ def random_crop_box(height: int, width: int, size: int, edge_decay: float, rng: 
     return start(height), start(width)
 
 
-def augment(arrays: list[np.ndarray], size: int, edge_decay: float, only_h_flip: bool, rng: np.random.Generator) -> list[np.ndarray]:
+def augment(
+    arrays: list[np.ndarray], size: int, edge_decay: float, only_h_flip: bool, rng: np.random.Generator
+) -> list[np.ndarray]:
     """The same random crop, horizontal flip and 90° rotation of (H, W, C) arrays."""
     height, width = arrays[0].shape[:2]
     top, left = random_crop_box(height, width, size, edge_decay, rng)
@@ -238,7 +242,8 @@ class TrainPairs(Dataset):
 
 @dataclass
 class ValPairs(Dataset):
-    """Validation pairs: whole images (or centre crops of ``crop`` pixels), ``{"hazy", "clear"}`` (3, H, W) in [0, 1]."""
+    """Validation pairs: whole images (or centre crops of ``crop`` pixels),
+    ``{"hazy", "clear"}`` (3, H, W) in [0, 1]."""
 
     pairs: list[Pair]
     crop: int = 0

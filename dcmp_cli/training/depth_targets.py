@@ -86,7 +86,9 @@ def _check(hazy: np.ndarray, clear: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return hazy.astype(np.float32, copy=False), clear.astype(np.float32, copy=False)
 
 
-def _haze_fit(diff: np.ndarray, clear: np.ndarray, airlight: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _haze_fit(
+    diff: np.ndarray, clear: np.ndarray, airlight: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-pixel least-squares haze amount for one airlight (a grey level or an RGB triple).
 
     ``diff`` = I − J and ``clear`` = J are (..., 3). Returns (s clamped to [0, 1],
@@ -120,7 +122,9 @@ def _grey_airlight(diff: np.ndarray, clear: np.ndarray, airlight_range: tuple[fl
     return best(fine)
 
 
-def _colour_airlight(diff: np.ndarray, clear: np.ndarray, grey: float, airlight_range: tuple[float, float]) -> np.ndarray:
+def _colour_airlight(
+    diff: np.ndarray, clear: np.ndarray, grey: float, airlight_range: tuple[float, float]
+) -> np.ndarray:
     """Per-channel airlight by alternating least squares from ``grey``: s per pixel, then A per channel."""
     a = np.full(3, grey, np.float32)
     lo, hi = airlight_range
@@ -207,9 +211,7 @@ def estimate_pair_depth(
     fit_rms = float(np.sqrt(residual[informative].mean() / 3.0)) if informative.any() else float("nan")
     confidence = np.where(informative, weight, 0.0).astype(np.float32)
     informative_fraction = float(informative.mean())
-    usable = informative.any() and bool(
-        np.subtract(*np.percentile(s[informative], [99, 1])) >= MIN_HAZE_SPREAD
-    )
+    usable = informative.any() and bool(np.subtract(*np.percentile(s[informative], [99, 1])) >= MIN_HAZE_SPREAD)
     if not usable:
         return PairDepth(np.full(s.shape, 0.5, np.float32), a, fit_rms, informative_fraction, False)
     depth = -np.log(1.0 - np.minimum(s, MAX_HAZE)).astype(np.float32)

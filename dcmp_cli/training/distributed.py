@@ -58,7 +58,8 @@ def setup(device_spec: str = "auto") -> DistContext:
     if requested.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise DeviceError(
-                "device", f"cuda:{local_rank}",
+                "device",
+                f"cuda:{local_rank}",
                 f"process {rank} has LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s) are "
                 "visible; start at most one process per GPU on each machine",
             )

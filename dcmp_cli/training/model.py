@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,11 +26,11 @@ from dcmp_cli.core.device import autocast
 from dcmp_cli.core.value_range import to_network_range
 from dcmp_cli.models.dehaze_net import SIZE_MULTIPLE, DehazeNet
 from dcmp_cli.models.registry import create_model, get_preset
+from dcmp_cli.signals import StopSignal
 from dcmp_cli.training import distributed as D
 from dcmp_cli.training.config import TrainConfig
 from dcmp_cli.training.losses import ContrastiveLoss, LossTerms, LossWeights, dual_task_loss
 from dcmp_cli.training.run_folder import RunPaths
-from dcmp_cli.signals import StopSignal
 from dcmp_cli.training.teacher import DepthTeacher
 
 #: Metadata convention of the depth checkpoints written here (see the README's "Conventions").
@@ -115,8 +116,15 @@ class DualTaskModel:
         self.model_kwargs = {"dehaze": preset.kwargs("dehaze"), "depth": preset.kwargs("depth")}
         self.dehaze = D.wrap(dehaze, ctx, c.sync_batchnorm)
         self.depth = D.wrap(depth, ctx, c.sync_batchnorm)
-        self.weights = LossWeights(c.w_restore, c.w_depth_consistency, c.w_contrastive, c.w_guide, c.w_depth,
-                                   c.w_depth_weighted, c.weight_map_mean_one)
+        self.weights = LossWeights(
+            c.w_restore,
+            c.w_depth_consistency,
+            c.w_contrastive,
+            c.w_guide,
+            c.w_depth,
+            c.w_depth_weighted,
+            c.weight_map_mean_one,
+        )
         self.contrastive = contrastive
         self.teacher = teacher
         self.grad_clip = c.grad_clip
@@ -149,11 +157,24 @@ class DualTaskModel:
 
     def export(self, folder: Path, trained_on: str, extra: Mapping[str, Any]) -> None:
         """Writes both networks into ``folder`` as dcmp checkpoints (``RunPaths.network`` names)."""
-        save_checkpoint(RunPaths.network(folder, self.preset, "dehaze"), self.dehaze_net, "dehaze",
-                        self.model_kwargs["dehaze"], self.preset, trained_on, extra)
-        save_checkpoint(RunPaths.network(folder, self.preset, "depth"), self.depth_net, "depth",
-                        self.model_kwargs["depth"], self.preset, trained_on,
-                        {**extra, "depth_convention": DEPTH_CONVENTION})
+        save_checkpoint(
+            RunPaths.network(folder, self.preset, "dehaze"),
+            self.dehaze_net,
+            "dehaze",
+            self.model_kwargs["dehaze"],
+            self.preset,
+            trained_on,
+            extra,
+        )
+        save_checkpoint(
+            RunPaths.network(folder, self.preset, "depth"),
+            self.depth_net,
+            "depth",
+            self.model_kwargs["depth"],
+            self.preset,
+            trained_on,
+            {**extra, "depth_convention": DEPTH_CONVENTION},
+        )
 
     # --- one iteration ------------------------------------------------------------------------
 
@@ -184,13 +205,18 @@ class DualTaskModel:
         """
         terms = self.losses(batch)
         requested = stop is not None and stop.is_set()
-        flags = torch.stack([
-            terms.dehaze.detach().float(), terms.depth.detach().float(),
-            torch.tensor(float(requested), device=self.device),
-        ])
+        flags = torch.stack(
+            [
+                terms.dehaze.detach().float(),
+                terms.depth.detach().float(),
+                torch.tensor(float(requested), device=self.device),
+            ]
+        )
         D.all_reduce_sum(flags, self.ctx)
         dehaze, depth, stops = (flags / self.ctx.world_size).tolist()
-        parts = dict(zip(terms.parts, torch.stack([v.detach().float() for v in terms.parts.values()]).tolist(), strict=True))
+        parts = dict(
+            zip(terms.parts, torch.stack([v.detach().float() for v in terms.parts.values()]).tolist(), strict=True)
+        )
         finite = math.isfinite(dehaze) and math.isfinite(depth)
         if finite:
             self._optimise(terms)

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from dcmp_cli.atomic import atomic_output
 from dcmp_cli.training.atomic_folder import leftovers, recover_folder
@@ -31,12 +32,29 @@ from dcmp_cli.training.config import ConfigError, TrainConfig, config_from_dict
 
 #: Config keys that may differ from the saved run when resuming: where and how it runs, what is
 #: logged and validated, where the data now lives; not the recipe.
-RESUMABLE_CHANGES = frozenset({
-    "data", "val_data", "num_workers", "data_check", "val_crop", "val_max_images", "depth_cache",
-    "device", "precision", "deterministic", "nonfinite", "max_skipped_batches",
-    "log_every", "val_every", "val_every_iters", "checkpoint_every_iters", "protocol", "tensorboard",
-    "trust_teacher_code",
-})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "data",
+        "val_data",
+        "num_workers",
+        "data_check",
+        "val_crop",
+        "val_max_images",
+        "depth_cache",
+        "device",
+        "precision",
+        "deterministic",
+        "nonfinite",
+        "max_skipped_batches",
+        "log_every",
+        "val_every",
+        "val_every_iters",
+        "checkpoint_every_iters",
+        "protocol",
+        "tensorboard",
+        "trust_teacher_code",
+    }
+)
 #: The training state's file name inside last/.
 STATE_NAME = "state.pt"
 #: Config keys holding file or folder paths (stored absolute in config.json).
@@ -154,7 +172,8 @@ def prepare_run(
     ]
     if conflicts:
         raise RunFolderError(
-            "resuming continues the saved recipe; these differ from it: " + "; ".join(conflicts)
+            "resuming continues the saved recipe; these differ from it: "
+            + "; ".join(conflicts)
             + ". Start a new run in another folder to change them",
             "recipe_changed",
         )

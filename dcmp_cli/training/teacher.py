@@ -74,7 +74,7 @@ class DepthTeacher(nn.Module):
         self.disparity_output = disparity_output
         self.source = source
 
-    def train(self, mode: bool = True) -> "DepthTeacher":
+    def train(self, mode: bool = True) -> DepthTeacher:
         """Stays frozen; the wrapped model's mode is set once, at construction."""
         self.training = False
         return self

@@ -24,8 +24,9 @@ import json
 import math
 import os
 import random
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from torch.utils.data import DataLoader
 
 from dcmp_cli.core.device import check_precision
 from dcmp_cli.data.datasets import DatasetError, PairedDataset, discover_pairs
+from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training import distributed as D
 from dcmp_cli.training.atomic_folder import write_folder_atomic
 from dcmp_cli.training.config import ConfigError, ResolvedConfig, TrainConfig
@@ -50,7 +52,6 @@ from dcmp_cli.training.losses import ContrastiveLoss
 from dcmp_cli.training.metrics_log import LossWindow, MetricsLog
 from dcmp_cli.training.model import DualTaskModel, StepResult, create_networks
 from dcmp_cli.training.run_folder import STATE_NAME, RunFolderError, RunPaths, prepare_run, write_json
-from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training.state import capture_rng, load_state, restore_rng, save_state
 from dcmp_cli.training.teacher import DepthTeacher, load_teacher
 from dcmp_cli.training.validation import hazy_scores, network_scores
@@ -140,8 +141,14 @@ def _depth_mode(config: TrainConfig, dataset: PairedDataset) -> str:
 
 
 def _check_dataset(
-    dataset: PairedDataset, patch_size: int, mode: str, require_depth: bool, ctx: D.DistContext, events: TrainEvents,
-    what: str, workers: int,
+    dataset: PairedDataset,
+    patch_size: int,
+    mode: str,
+    require_depth: bool,
+    ctx: D.DistContext,
+    events: TrainEvents,
+    what: str,
+    workers: int,
 ) -> None:
     """Every process checks its share; one error lists every problem found."""
     indices = shard(len(dataset.pairs), ctx.rank, ctx.world_size)
@@ -155,8 +162,15 @@ def _check_dataset(
 class _Run:
     """One training run in one process (one of several under torchrun): set-up, bookkeeping, the loop."""
 
-    def __init__(self, config: TrainConfig, paths: RunPaths, resume: bool, events: TrainEvents, stop: StopSignal,
-                 ctx: D.DistContext) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        paths: RunPaths,
+        resume: bool,
+        events: TrainEvents,
+        stop: StopSignal,
+        ctx: D.DistContext,
+    ) -> None:
         c = self.config = config
         self.paths = paths
         self.resume = resume
@@ -178,7 +192,8 @@ class _Run:
         if c.batch_size % ctx.world_size:
             raise ConfigError(
                 f"batch size {c.batch_size} is the global batch and must divide evenly over the "
-                f"{ctx.world_size} training processes", "batch_size",
+                f"{ctx.world_size} training processes",
+                "batch_size",
             )
         if ctx.is_main:
             paths.recover()  # a checkpoint write cut short by a killed process
@@ -207,17 +222,20 @@ class _Run:
                 )
         teacher: DepthTeacher | None = None
         if self.depth_mode == "teacher":
-            teacher = load_teacher(c.depth_teacher, self.device, c.teacher_input, c.teacher_output,
-                                   trust_code=c.trust_teacher_code)
+            teacher = load_teacher(
+                c.depth_teacher, self.device, c.teacher_input, c.teacher_output, trust_code=c.trust_teacher_code
+            )
 
         workers = max(1, c.num_workers)
-        _check_dataset(self.train_set, c.patch_size, c.data_check, self.depth_mode == "folder", ctx, self.events,
-                       "train", workers)
+        _check_dataset(
+            self.train_set, c.patch_size, c.data_check, self.depth_mode == "folder", ctx, self.events, "train", workers
+        )
         self.val_pairs: ValPairs | None = None
         if val_set is not None:
             _check_dataset(val_set, 1, c.data_check, False, ctx, self.events, "val", workers)
-            self.val_pairs = ValPairs(val_set.pairs[: c.val_max_images] if c.val_max_images else val_set.pairs,
-                                      c.val_crop)
+            self.val_pairs = ValPairs(
+                val_set.pairs[: c.val_max_images] if c.val_max_images else val_set.pairs, c.val_crop
+            )
 
         try:
             self.sampler = EpochBatchSampler(len(self.train_set.pairs), c.batch_size, c.seed, ctx.rank, ctx.world_size)
@@ -228,8 +246,14 @@ class _Run:
         self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         cache = paths.depth_cache if c.depth_cache and self.depth_mode == "pair" else None
         dataset = TrainPairs(
-            self.train_set.pairs, c.patch_size, c.seed, c.edge_decay, c.only_h_flip,
-            "none" if self.depth_mode == "teacher" else self.depth_mode, c.depth_folder_convention, cache,  # type: ignore[arg-type]
+            self.train_set.pairs,
+            c.patch_size,
+            c.seed,
+            c.edge_decay,
+            c.only_h_flip,
+            "none" if self.depth_mode == "teacher" else self.depth_mode,
+            c.depth_folder_convention,
+            cache,  # type: ignore[arg-type]
         )
         self.loader = DataLoader(
             dataset,
@@ -286,7 +310,8 @@ class _Run:
         if state["pairs"] != pairs:
             raise RunFolderError(
                 f"the training set now has {pairs} pairs; the run started with {state['pairs']}, so its data order "
-                "cannot be continued. Restore the dataset or start a new run", "state",
+                "cannot be continued. Restore the dataset or start a new run",
+                "state",
             )
         self.model.load_state_dict(state)
         restore_rng(state["rng"], self.device)
@@ -335,8 +360,9 @@ class _Run:
     def validate(self, hazy: tuple[float, float] | None) -> dict[str, Any] | None:
         if self.val_pairs is None or self.validated_step == self.step:
             return None
-        scores = network_scores(self.model.dehaze_net, self.val_pairs, self.config.protocol, self.ctx, self.device,
-                                self.precision)
+        scores = network_scores(
+            self.model.dehaze_net, self.val_pairs, self.config.protocol, self.ctx, self.device, self.precision
+        )
         row: dict[str, Any] = {
             "type": "val",
             "step": self.step,
@@ -403,7 +429,7 @@ class _Run:
             saved = f"last/ holds iteration {self.saved_step}" if self.saved_step > 0 else "no checkpoint was written"
             raise NonFiniteLossError(
                 f"{message}. Stopped without saving this step ({saved}). Lower the learning rate, train in fp32/bf16, "
-                "check the data, or set nonfinite = \"skip\""
+                'check the data, or set nonfinite = "skip"'
             )
         self.skipped += 1
         if self.ctx.is_main:
@@ -423,11 +449,23 @@ class _Run:
     def loop(self) -> TrainResult:
         c = self.config
         hazy = self.hazy_scores()
-        self.events.started(RunInfo(
-            self.paths.root, self.step, self.total_steps, self.steps_per_epoch, self.total_epochs,
-            len(self.train_set.pairs), len(self.val_pairs) if self.val_pairs else 0, str(self.device), self.precision,
-            self.ctx.world_size, self.depth_mode, self.model.contrastive is not None, hazy,
-        ))
+        self.events.started(
+            RunInfo(
+                self.paths.root,
+                self.step,
+                self.total_steps,
+                self.steps_per_epoch,
+                self.total_epochs,
+                len(self.train_set.pairs),
+                len(self.val_pairs) if self.val_pairs else 0,
+                str(self.device),
+                self.precision,
+                self.ctx.world_size,
+                self.depth_mode,
+                self.model.contrastive is not None,
+                hazy,
+            )
+        )
         interrupted = False
         window = LossWindow()
         if self.step < self.total_steps:
@@ -469,8 +507,15 @@ class _Run:
         if len(set(prints)) > 1:
             self.events.note(f"the {len(prints)} processes ended with different weights; last/ holds rank 0's")
         return TrainResult(
-            self.paths.root, self.step, self.total_steps, interrupted, self.best_psnr, self.last_val, self.paths.last,
-            self.paths.best if self.best_psnr is not None else None, prints,
+            self.paths.root,
+            self.step,
+            self.total_steps,
+            interrupted,
+            self.best_psnr,
+            self.last_val,
+            self.paths.last,
+            self.paths.best if self.best_psnr is not None else None,
+            prints,
         )
 
 

@@ -8,8 +8,8 @@ so a run's numbers match `dcmp eval` on the same pairs.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import nn

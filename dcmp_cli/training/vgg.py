@@ -10,8 +10,8 @@ keys). Nothing is downloaded: the user gives the file.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from torch import nn
@@ -20,7 +20,27 @@ from dcmp_cli.core.checkpoint import CheckpointError, load_tensors_only
 
 #: torchvision's VGG19 configuration: conv widths, "M" = 2×2 max-pool.
 VGG19_LAYERS: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
 )
 #: Indices (in ``features``) after relu1_1, relu2_1, relu3_1, relu4_1, relu5_1: the five outputs.
 TAPS = (1, 6, 11, 20, 29)
@@ -66,7 +86,7 @@ class VGG19Features(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "VGG19Features":
+    def train(self, mode: bool = True) -> VGG19Features:
         """Always in eval mode (frozen)."""
         return super().train(False)
 

@@ -6,9 +6,9 @@ some. ffmpeg reads what is there without complaint; comparing with the index is 
 short file is told apart from a short video. (A truncated file whose index came last
 has no index left and does not open at all.)
 
-Boxes read: ``moov`` → ``mvhd`` (movie time scale), ``trak`` → ``edts/elst`` (edit list), ``mdia`` → ``hdlr`` (track kind), ``mdhd`` (media time scale and
-duration), ``minf/stbl/stsz`` or ``stz2`` (sample count). Fragmented files (``mvex``)
-keep their samples outside the index and declare nothing here.
+Boxes read: ``moov`` → ``mvhd`` (movie time scale), ``trak`` → ``edts/elst`` (edit list),
+``mdia`` → ``hdlr`` (track kind), ``mdhd`` (media time scale and duration),
+``minf/stbl/stsz`` or ``stz2`` (sample count). Fragmented files (``mvex``) keep their samples outside the index and declare nothing here.
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def _track_length(moov: bytes, lo: int, hi: int, movie_scale: int) -> DeclaredLe
             seconds = kept / movie_scale if kept > 0 else None
     if seconds is None:
         version = moov[mdhd[0]]
-        scale, duration = struct.unpack_from(">IQ" if version == 1 else ">II", moov, mdhd[0] + (20 if version == 1 else 12))
+        scale, duration = struct.unpack_from(
+            ">IQ" if version == 1 else ">II", moov, mdhd[0] + (20 if version == 1 else 12)
+        )
         if scale > 0 and 0 < duration < (1 << (64 if version == 1 else 32)) - 1:
             seconds = duration / scale
     return DeclaredLength(frames, seconds)

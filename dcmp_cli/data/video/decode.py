@@ -1,7 +1,7 @@
 """Streaming decoded frames out of a video, and telling whether the whole range was there.
 
-Frames come from the ffmpeg binary through a pipe (``imageio_ffmpeg.read_frames``) one at a time: (H, W, 3) uint8 RGB in the
-*stored* orientation (``-noautorotate``), every frame exactly once (``-fps_mode
+Frames come from the ffmpeg binary through a pipe (``imageio_ffmpeg.read_frames``) one at a
+time: (H, W, 3) uint8 RGB in the *stored* orientation (``-noautorotate``), every frame exactly once (``-fps_mode
 passthrough``), so memory stays bounded and the frame count is kept. Colours are
 converted with the matrix and range the source is tagged with (BT.601 when untagged,
 as ffmpeg does).

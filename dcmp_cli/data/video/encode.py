@@ -38,7 +38,14 @@ from dcmp_cli.data.video.probe import MATRICES, ColorInfo, VideoInfo, probe_vide
 #: Containers of the MP4/QuickTime family: ``-movflags +faststart`` (index first) and four-character codec tags.
 _MOV_FAMILY = (".mp4", ".m4v", ".mov", ".3gp")
 #: Short names for common encoders.
-CODEC_ALIASES = {"h264": "libx264", "avc": "libx264", "h265": "libx265", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1"}
+CODEC_ALIASES = {
+    "h264": "libx264",
+    "avc": "libx264",
+    "h265": "libx265",
+    "hevc": "libx265",
+    "vp9": "libvpx-vp9",
+    "av1": "libsvtav1",
+}
 #: Encoders that take ``-crf`` (constant quality).
 _CRF_CODECS = ("libx264", "libx265", "libvpx-vp9", "libaom-av1", "libsvtav1")
 #: Encoders whose 4:2:0 mode needs even sides.
@@ -146,7 +153,13 @@ class FrameSink:
     """
 
     def __init__(
-        self, path: Path, width: int, height: int, fps: Fraction, options: EncodeOptions, source: VideoInfo | None,
+        self,
+        path: Path,
+        width: int,
+        height: int,
+        fps: Fraction,
+        options: EncodeOptions,
+        source: VideoInfo | None,
         result: WrittenVideo,
     ) -> None:
         import imageio_ffmpeg
@@ -172,7 +185,9 @@ class FrameSink:
 
     def write(self, frame: np.ndarray) -> None:
         if frame.shape != (*self.size, 3) or frame.dtype != np.uint8:
-            raise ValueError(f"expected a {self.size[1]}×{self.size[0]} uint8 RGB frame, got {frame.shape} {frame.dtype}")
+            raise ValueError(
+                f"expected a {self.size[1]}×{self.size[0]} uint8 RGB frame, got {frame.shape} {frame.dtype}"
+            )
         try:
             self._writer.send(np.ascontiguousarray(frame))
         except OSError as e:
@@ -284,8 +299,15 @@ def open_video_writer(
             tag = codec_tag(sink.encoder, target)
 
             def mux(reencode_audio: bool = False) -> subprocess.CompletedProcess:
-                return remux(encoded, final_tmp, source, audio_start=audio_start, audio_duration=duration,
-                             reencode_audio=reencode_audio, video_tag=tag)
+                return remux(
+                    encoded,
+                    final_tmp,
+                    source,
+                    audio_start=audio_start,
+                    audio_duration=duration,
+                    reencode_audio=reencode_audio,
+                    video_tag=tag,
+                )
 
             proc = mux()
             if proc.returncode != 0 and source is not None and source.has_audio:

@@ -19,7 +19,9 @@ def ffmpeg_exe() -> str:
 @lru_cache(maxsize=1)
 def video_encoders() -> Mapping[str, str]:
     """The bundled ffmpeg's video encoders: encoder name -> codec name (libx265 -> hevc)."""
-    out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-encoders"], capture_output=True, text=True, check=False
+    ).stdout
     encoders = {}
     for line in out.split("------", 1)[-1].splitlines():
         parts = line.split()

@@ -242,7 +242,9 @@ class _Packets:
         return packets
 
 
-def _declared_length(path: Path, banner: _Banner, packets: _Packets, fps: Fraction) -> tuple[int | None, float | None, bool]:
+def _declared_length(
+    path: Path, banner: _Banner, packets: _Packets, fps: Fraction
+) -> tuple[int | None, float | None, bool]:
     """(declared frames, declared seconds, truncated) for the containers that declare a length."""
     if banner.demuxer.startswith("mov,mp4"):
         index = mp4_video_length(path)
@@ -273,7 +275,20 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         raise VideoError("file not found")
     if path.is_dir():
         raise VideoError("is a directory")
-    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", "0:v:0?", "-c", "copy", "-f", "framecrc", "-"]
+    cmd = [
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-nostdin",
+        "-i",
+        str(path),
+        "-map",
+        "0:v:0?",
+        "-c",
+        "copy",
+        "-f",
+        "framecrc",
+        "-",
+    ]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     stderr = proc.stderr.decode("utf-8", "replace")
     section = _input_section(stderr)

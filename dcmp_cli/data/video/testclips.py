@@ -19,7 +19,8 @@ def textured_scene(height: int, width: int, seed: int = 0) -> np.ndarray:
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     phases = rng.uniform(0, 2 * np.pi, size=(3, 2))
     channels = [
-        0.45 + 0.35 * np.sin(xx / 6.0 + phases[c, 0]) * np.cos(yy / 9.0 + phases[c, 1])
+        0.45
+        + 0.35 * np.sin(xx / 6.0 + phases[c, 0]) * np.cos(yy / 9.0 + phases[c, 1])
         + 0.05 * rng.standard_normal((height, width))
         for c in range(3)
     ]
