@@ -128,7 +128,7 @@ def ssim(output: torch.Tensor, target: torch.Tensor, protocol: Protocol = "dcmpn
     output, target = ssim_downscale(output), ssim_downscale(target)
     if protocol == "dehazeformer" and min(output.shape[2:]) < _WINDOW:
         raise ValueError(f"image too small for valid-window SSIM: {tuple(output.shape[2:])} after downscaling")
-    padding = "same" if protocol == "dcmpnet" else "valid"
+    padding: Literal["same", "valid"] = "same" if protocol == "dcmpnet" else "valid"
     return ssim_map(output, target, padding).mean().item()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -61,7 +62,7 @@ class _Command(TyperCommand):
 
 
 #: Command -> (function, one line for `dcmp --help`), in workflow order.
-COMMANDS = {
+COMMANDS: dict[str, tuple[Callable[..., None], str]] = {
     "dehaze": (dehaze_cli, "Dehaze images: DCMPNet, or the weight-free default without weights."),
     "depth": (depth_cli, "Relative depth maps of hazy (or clear) images."),
     "video": (video_cli, "Dehaze videos or folders of frames, without flicker."),

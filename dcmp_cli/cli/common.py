@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypedDict
 
 import typer
 from rich.console import Console
@@ -182,7 +182,15 @@ def library_errors() -> Iterator[None]:
         fail(str(e))
 
 
-def parse_tiling(tile: str, overlap: int, max_memory: str | None) -> dict[str, object]:
+class TilingOptions(TypedDict):
+    """The loaders' tiling keywords (see :func:`dcmp_cli.core.loading.load_dehazer`)."""
+
+    tile: int | None
+    tile_overlap: int
+    max_memory: int | None
+
+
+def parse_tiling(tile: str, overlap: int, max_memory: str | None) -> TilingOptions:
     """--tile/--tile-overlap/--max-memory as keyword arguments of the loaders (exits on bad values)."""
     from dcmp_cli.sizes import parse_size
 
@@ -298,7 +306,7 @@ def render_summary(summary: BatchSummary, title: str) -> None:
     for column in ("done", "skipped", "failed", "ignored", "seconds"):
         table.add_column(column, justify="right")
     table.add_row(
-        *(str(summary.count(s)) for s in ("done", "skipped", "failed", "ignored")),  # type: ignore[arg-type]
+        *(str(summary.count(s)) for s in ("done", "skipped", "failed", "ignored")),
         f"{summary.wall_seconds:.1f}",
     )
     console.print(table)
@@ -317,7 +325,7 @@ def render_summary(summary: BatchSummary, title: str) -> None:
 
 
 def summary_json(summary: BatchSummary, **extra: object) -> dict:
-    counts = {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")}  # type: ignore[arg-type]
+    counts = {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")}
     return {
         **extra,
         "counts": counts,

@@ -140,7 +140,7 @@ def dehaze_cli(
         )
         dehazer = load_dehazer(
             method, weights, device=device, precision=precision, compile=compile, on_notice=note, **tiling
-        )  # type: ignore[arg-type]
+        )
     if watch:
         if not json_out:
             announce_dehazer(method, dehazer)

@@ -137,7 +137,7 @@ def depth_cli(
             precision=precision,
             on_notice=note,
             **tiling,
-        )  # type: ignore[arg-type]
+        )
     if plan is None:
         run_stream(
             input,

@@ -241,7 +241,7 @@ def eval_cli(
                 models,
                 protocol.value,
                 data_root=data_root,
-                limit=limit,  # type: ignore[arg-type]
+                limit=limit,
                 no_reference_measures=no_reference,
                 save_dir=save_dir,
                 csv_path=csv,
@@ -256,7 +256,7 @@ def eval_cli(
             {
                 "command": "eval",
                 "protocol": protocol.value,
-                "protocol_description": PROTOCOL_DESCRIPTIONS[protocol.value],  # type: ignore[index]
+                "protocol_description": PROTOCOL_DESCRIPTIONS[protocol.value],
                 "no_reference": no_reference,
                 "models": [m.as_dict() for m in models],
                 "datasets": [r.as_dict() for r in reports],

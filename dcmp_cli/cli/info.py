@@ -34,15 +34,15 @@ def _defaults_report() -> dict[str, Any]:
     report: dict[str, Any] = {"weights_dir_env": WEIGHTS_DIR_ENV}
     for kind in ("dehaze", "depth"):
         try:
-            found = find_default_weights(kind)  # type: ignore[arg-type]
+            found = find_default_weights(kind)
             problem = None
         except WeightsNotFound as e:
             found, problem = None, str(e)
         report[kind] = {
-            "env": WEIGHTS_ENV[kind],  # type: ignore[index]
+            "env": WEIGHTS_ENV[kind],
             "found": str(found) if found else None,
             "problem": problem,
-            "searched": [str(p) for p in search_places(kind)],  # type: ignore[arg-type]
+            "searched": [str(p) for p in search_places(kind)],
         }
     return report
 

@@ -304,7 +304,7 @@ def video_cli(
     with library_errors():
         dehazer = load_dehazer(
             method, weights, device=device, precision=precision, compile=compile, on_notice=note, **tiling
-        )  # type: ignore[arg-type]
+        )
     if not json_out:
         announce_dehazer(method, dehazer)
     temporal = TemporalOptions(smooth=smooth, scene_cut=scene_cut, batch=batch or None)
@@ -330,7 +330,7 @@ def video_cli(
                 "smooth": temporal.smooth_for(dehazer),
                 "scene_cut": scene_cut,
                 "batch": temporal.batch_for(dehazer),
-                "counts": {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")},  # type: ignore[arg-type]
+                "counts": {s: summary.count(s) for s in ("done", "skipped", "failed", "ignored")},
                 "videos": [r.as_dict() for r in ordered],
                 # Per-frame rows of a frame folder would repeat "done" thousands of times: list the others only.
                 "items": [r.as_dict() for r in summary.results if not (plan.frames_mode and r.status == "done")],

@@ -52,7 +52,7 @@ CHECKPOINT_FORMAT = "dcmp-checkpoint"
 FORMAT_VERSION = "1"
 CUSTOM_PRESET = "custom"
 
-_OFFICIAL_ENTRIES = {"dehaze_net": "dehaze", "depth_net": "depth"}
+_OFFICIAL_ENTRIES: dict[str, Kind] = {"dehaze_net": "dehaze", "depth_net": "depth"}
 _WRAPPER_ENTRIES = ("state_dict", "model", "params_ema", "params", "net")
 _PREFIXES = ("module.", "_orig_mod.")
 _KIND_WORDS = {"dehaze": "dehazing network", "depth": "depth network"}
@@ -361,6 +361,8 @@ def read_checkpoint(path: str | os.PathLike, kind: Kind | None = None) -> Checkp
 def _read_checkpoint(path: Path, kind: Kind | None) -> Checkpoint:
     fmt = _sniff(path)
     metadata: dict[str, str] = {}
+    state: Mapping[str, torch.Tensor] | None
+    container_kind: Kind | None
     if fmt == "safetensors":
         state, metadata = _read_safetensors(path)
         if metadata.get("format") == CHECKPOINT_FORMAT:
@@ -391,18 +393,19 @@ def _read_checkpoint(path: Path, kind: Kind | None) -> Checkpoint:
                 f"{path} holds no network weights (entries: {entries}); expected a 'dehaze_net' or "
                 "'depth_net' entry, a state dict, or a dcmp safetensors checkpoint"
             )
-    state = _strip_prefixes(state)
-    found = container_kind or _guess_kind(state)
+    assert state is not None
+    tensors = _strip_prefixes(state)
+    found = container_kind or _guess_kind(tensors)
     if found is None:
         raise CheckpointError(
-            f"{path} holds weights of an unknown network (first keys: {', '.join(list(state)[:3])}); "
+            f"{path} holds weights of an unknown network (first keys: {', '.join(list(tensors)[:3])}); "
             "expected DCMPNet's dehazing or depth network"
         )
     _check_kind(path, found, kind)
-    if is_official_state_dict(state, found):
+    if is_official_state_dict(tensors, found):
         try:
-            model_kwargs = full_kwargs(found, infer_official_config(state, found))
-            converted = convert_official_state_dict(state, found)
+            model_kwargs = full_kwargs(found, infer_official_config(tensors, found))
+            converted = convert_official_state_dict(tensors, found)
         except (OfficialConversionError, KeyError, ValueError) as e:
             raise CheckpointError(
                 f"{path} looks like an official DCMPNet checkpoint but does not convert: {e}"
@@ -411,12 +414,12 @@ def _read_checkpoint(path: Path, kind: Kind | None) -> Checkpoint:
         return Checkpoint(
             found, preset, model_kwargs, converted.state_dict, "official", metadata, converted.dropped, path
         )
-    preset, distance = _closest_preset(found, state)
+    preset, distance = _closest_preset(found, tensors)
     if distance:
-        check_state_dict(build_model(found, get_preset(preset).kwargs(found)), state, f"{path.name} (state dict)")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        check_state_dict(build_model(found, get_preset(preset).kwargs(found)), tensors, f"{path.name} (state dict)")
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     kwargs = full_kwargs(found, get_preset(preset).kwargs(found))
-    return Checkpoint(found, preset, kwargs, state, "state-dict", metadata, [], path)
+    return Checkpoint(found, preset, kwargs, floats, "state-dict", metadata, [], path)
 
 
 def _check_kind(path: Path, found: Kind, wanted: Kind | None) -> None:
@@ -433,16 +436,16 @@ def _from_dcmp(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, s
     found = metadata.get("kind")
     if found not in KINDS:
         raise CheckpointError(f"{path}: dcmp checkpoint metadata has no valid 'kind' (got {found!r})")
-    _check_kind(path, found, kind)  # type: ignore[arg-type]
+    _check_kind(path, found, kind)
     value_range = metadata.get("value_range")
     if value_range is not None and parse_value_range(value_range) != NETWORK_BOUNDS:
         raise ValueRangeError(path, value_range)
     try:
-        kwargs = full_kwargs(found, json.loads(metadata.get("model_kwargs", "{}")))  # type: ignore[arg-type]
+        kwargs = full_kwargs(found, json.loads(metadata.get("model_kwargs", "{}")))
     except (json.JSONDecodeError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable model arguments in the checkpoint metadata ({e})") from None
     preset = metadata.get("preset", CUSTOM_PRESET)
-    return Checkpoint(found, preset, kwargs, state, "dcmp", metadata, [], path)  # type: ignore[arg-type]
+    return Checkpoint(found, preset, kwargs, state, "dcmp", metadata, [], path)
 
 
 def save_checkpoint(

@@ -71,7 +71,7 @@ def check_precision(precision: str, device: torch.device) -> Precision:
         raise DeviceError("precision", precision, "fp16 is for GPUs; on the CPU use fp32 or bf16")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise DeviceError("precision", precision, "this GPU does not support bf16; use fp16 or fp32")
-    return precision  # type: ignore[return-value]
+    return precision
 
 
 def autocast(device: torch.device, precision: Precision) -> AbstractContextManager:

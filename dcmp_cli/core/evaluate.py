@@ -509,6 +509,7 @@ def iter_evaluate(
                 if model.outputs is not None:
                     output, row.output = _read_output(model, item, hazy.rgb.shape[:2])
                 else:
+                    assert model.model is not None  # an EvalModel holds a model or outputs
                     start = time.perf_counter()
                     output = model.model.run(hazy_t)
                     row.seconds = time.perf_counter() - start
@@ -636,7 +637,7 @@ def eval_models(
         if name == "none":
             models.append(EvalModel.hazy_input(_unique("hazy input", taken)))
         elif name == "dcmp":
-            for path in list(weights) or [None]:
+            for path in list(weights) or [None]:  # type: ignore[list-item]  # None: the default weights
                 add(load_dehazer("dcmp", path, **load_options))  # type: ignore[arg-type]
         else:
             add(load_dehazer(name, **load_options))  # type: ignore[arg-type]

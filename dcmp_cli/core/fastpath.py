@@ -35,7 +35,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, compile: bool 
     model.eval()
     fuse_modules(model)
     if uses_channels_last(device):
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes it (stubs lack it)
     if compile:
         return torch.compile(model, dynamic=True)  # type: ignore[return-value]
     return model

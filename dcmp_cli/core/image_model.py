@@ -140,7 +140,7 @@ class ImageForm:
     def restore(self, result: torch.Tensor) -> ImageLike:
         """(B, 3, H, W) float [0, 1] result -> the input's kind, dtype and layout."""
         if self.container == "tensor":
-            out = result.clamp(0.0, 1.0).to(device=self.device, dtype=self.dtype)  # type: ignore[arg-type]
+            out = result.clamp(0.0, 1.0).to(device=self.device, dtype=self.dtype)  # type: ignore[call-overload]
             return out if self.batched else out[0]
         rgb = result[0].detach().float().cpu().permute(1, 2, 0).numpy()
         pixels = self._pixels(rgb)
@@ -153,7 +153,7 @@ class ImageForm:
         if self.bit_depth is not None:
             out = quantize(values, self.bit_depth)
         else:
-            out = np.clip(values, 0.0, 1.0).astype(self.dtype)  # type: ignore[call-overload]
+            out = np.clip(values, 0.0, 1.0).astype(self.dtype)
         if self.grey and self.channels == 1:
             return out[:, :, None]
         if self.alpha is not None:

@@ -17,7 +17,7 @@ import torch
 
 from dcmp_cli.choices import DEFAULT_PRIOR, PRIOR_METHODS, Method, value_of
 from dcmp_cli.core.depth import DepthEstimator
-from dcmp_cli.core.device import check_precision, resolve_device
+from dcmp_cli.core.device import Precision, check_precision, resolve_device
 from dcmp_cli.core.image_model import Dehazer, DepthModel
 from dcmp_cli.core.predictor import DehazePredictor, DepthPredictor, TileSettings
 from dcmp_cli.core.prior_models import PriorDehazer, PriorDepth
@@ -57,10 +57,9 @@ def tile_settings(
     return TileSettings(tile=tile, overlap=overlap, max_memory=budget)
 
 
-def _device(device: str | torch.device, precision: str) -> torch.device:
+def _device(device: str | torch.device, precision: str) -> tuple[torch.device, Precision]:
     resolved = device if isinstance(device, torch.device) else resolve_device(device)
-    check_precision(precision, resolved)
-    return resolved
+    return resolved, check_precision(precision, resolved)
 
 
 def _weights(kind: Kind, method: str, weights: PathLike | None) -> Path | None:
@@ -101,19 +100,12 @@ def load_dehazer(
     :class:`~dcmp_cli.core.checkpoint.CheckpointError`, :class:`~dcmp_cli.core.device.DeviceError`.
     """
     name = _method(method)
-    torch_device = _device(device, value_of(precision))
+    torch_device, checked = _device(device, value_of(precision))
     tiling = tile_settings(tile, tile_overlap, max_memory)
     path = _weights("dehaze", name, weights)
     if path is None:
         return PriorDehazer(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
-    return DehazePredictor.from_checkpoint(
-        path,
-        torch_device,
-        value_of(precision),
-        tiling,
-        on_notice=on_notice,
-        compile=compile,  # type: ignore[arg-type]
-    )
+    return DehazePredictor.from_checkpoint(path, torch_device, checked, tiling, on_notice=on_notice, compile=compile)
 
 
 def load_depth_model(
@@ -129,12 +121,12 @@ def load_depth_model(
 ) -> DepthModel:
     """The depth model alone: DCMPNet's depth network, or a prior's transmission (−ln t)."""
     name = _method(method)
-    torch_device = _device(device, value_of(precision))
+    torch_device, checked = _device(device, value_of(precision))
     path = _weights("depth", name, weights)
     if path is None:
         return PriorDepth(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
     tiling = tile_settings(tile, tile_overlap, max_memory)
-    return DepthPredictor.from_checkpoint(path, torch_device, value_of(precision), tiling, on_notice)  # type: ignore[arg-type]
+    return DepthPredictor.from_checkpoint(path, torch_device, checked, tiling, on_notice)
 
 
 def load_depth_estimator(

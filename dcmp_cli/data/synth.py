@@ -399,14 +399,17 @@ def synthesize_dataset(
     like them (default: the stand-in vertical gradient). Raises :class:`SynthError` or
     :class:`~dcmp_cli.data.files.InputError`.
     """
+    kind = value_of(depth_kind)
+    if kind not in DEPTH_KINDS:
+        raise SynthError(f"depth kind must be one of {', '.join(DEPTH_KINDS)}", "depth-kind")
     config = SynthConfig(
-        tuple(beta),
-        tuple(airlight),
+        (beta[0], beta[1]),
+        (airlight[0], airlight[1]),
         per_image,
-        seed,  # type: ignore[arg-type]
+        seed,
         Path(depth) if depth is not None else None,
-        value_of(depth_kind),
-    )  # type: ignore[arg-type]
+        kind,
+    )
     config.check()
     report = synthesize(collect_inputs(clear).files, output, config, overwrite=overwrite, events=events)
     return report, write_manifest(report)

@@ -33,9 +33,9 @@ class GlobalStatNorm(GlobalStatsModule):
         self.rescale_from_std = nn.Conv2d(1, dim, 1)
         self.rebias_from_mean = nn.Conv2d(1, dim, 1)
         nn.init.trunc_normal_(self.rescale_from_std.weight, std=0.02)
-        nn.init.constant_(self.rescale_from_std.bias, 1.0)
+        nn.init.constant_(self.rescale_from_std.bias, 1.0)  # type: ignore[arg-type]  # Conv2d bias=True: set
         nn.init.trunc_normal_(self.rebias_from_mean.weight, std=0.02)
-        nn.init.constant_(self.rebias_from_mean.bias, 0.0)
+        nn.init.constant_(self.rebias_from_mean.bias, 0.0)  # type: ignore[arg-type]  # Conv2d bias=True: set
 
     def _mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         var, mean = torch.var_mean(x.float(), dim=(1, 2, 3), keepdim=True, correction=0)

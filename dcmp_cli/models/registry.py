@@ -61,7 +61,7 @@ def get_preset(name: str) -> Preset:
 def check_kind(kind: str) -> Kind:
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; choose 'dehaze' or 'depth'")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def build_model(kind: Kind, kwargs: dict[str, Any]) -> nn.Module:

@@ -35,6 +35,13 @@ def _trunc_normal_fan_avg(weight: torch.Tensor, gain: float) -> None:
     nn.init.trunc_normal_(weight, std=gain * math.sqrt(2.0 / float(fan_in + fan_out)))
 
 
+def _init_conv(conv: nn.Conv2d, gain: float) -> None:
+    """DehazeFormer's initialisation: truncated normal (fan average) weights, zero bias."""
+    _trunc_normal_fan_avg(conv.weight, gain)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a relative-position bias.
 
@@ -136,11 +143,9 @@ class TokenMixer(nn.Module):
             self.query_key = nn.Conv2d(dim, 2 * dim, 1)
             self.attention = WindowAttention(dim, num_heads, window_size, position_mlp_hidden)
         for conv in (self.value, self.spatial_conv, self.proj):
-            _trunc_normal_fan_avg(conv.weight, init_gain)
-            nn.init.zeros_(conv.bias)
+            _init_conv(conv, init_gain)
         if self.query_key is not None:
-            _trunc_normal_fan_avg(self.query_key.weight, 1.0)
-            nn.init.zeros_(self.query_key.bias)
+            _init_conv(self.query_key, 1.0)
 
     def _pad_for_windows(self, x: torch.Tensor) -> torch.Tensor:
         """Reflect-pads so that H, W are window multiples; a shifted block pads the shift in front."""
@@ -179,8 +184,7 @@ class PointwiseMlp(nn.Module):
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(hidden, dim, 1)
         for conv in (self.fc1, self.fc2):
-            _trunc_normal_fan_avg(conv.weight, init_gain)
-            nn.init.zeros_(conv.bias)
+            _init_conv(conv, init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))

@@ -312,7 +312,7 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
             data = json.loads(text)
         else:
             try:
-                import yaml  # type: ignore[import-untyped]
+                import yaml
             except ImportError:
                 raise ConfigError(
                     f"{path}: YAML configs need PyYAML (pip install pyyaml); or use TOML or JSON"

@@ -26,7 +26,7 @@ import os
 import random
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -126,7 +126,10 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _depth_mode(config: TrainConfig, dataset: PairedDataset) -> str:
+DepthMode = Literal["folder", "pair", "teacher"]
+
+
+def _depth_mode(config: TrainConfig, dataset: PairedDataset) -> DepthMode:
     """'folder', 'pair' or 'teacher' for this config and dataset."""
     source = config.depth_source
     if source == "teacher" and not config.depth_teacher:
@@ -137,7 +140,7 @@ def _depth_mode(config: TrainConfig, dataset: PairedDataset) -> str:
         if config.depth_teacher:
             return "teacher"
         return "folder" if dataset.depth_dir is not None else "pair"
-    return source
+    return cast(DepthMode, source)  # the config only admits auto, folder, pair and teacher
 
 
 def _check_dataset(
@@ -253,7 +256,7 @@ class _Run:
             c.only_h_flip,
             "none" if self.depth_mode == "teacher" else self.depth_mode,
             c.depth_folder_convention,
-            cache,  # type: ignore[arg-type]
+            cache,
         )
         self.loader = DataLoader(
             dataset,
