@@ -159,8 +159,12 @@ class SequentialStats(StatsPolicy):
         smoothed: list[StatTuple] = []
         for i in range(batch):
             value = tuple(v[i : i + 1] for v in current)
-            if (previous is not None and all(p.shape == c.shape for p, c in zip(previous, value))
-                    and not starts[i] and self.momentum > 0):
+            if (
+                previous is not None
+                and all(p.shape == c.shape for p, c in zip(previous, value))
+                and not starts[i]
+                and self.momentum > 0
+            ):
                 value = tuple(self.momentum * p + (1.0 - self.momentum) * c for p, c in zip(previous, value))
             smoothed.append(value)
             previous = value

@@ -8,7 +8,8 @@ has no index left and does not open at all.)
 
 Boxes read: ``moov`` → ``mvhd`` (movie time scale), ``trak`` → ``edts/elst`` (edit list),
 ``mdia`` → ``hdlr`` (track kind), ``mdhd`` (media time scale and duration),
-``minf/stbl/stsz`` or ``stz2`` (sample count). Fragmented files (``mvex``) keep their samples outside the index and declare nothing here.
+``minf/stbl/stsz`` or ``stz2`` (sample count). Fragmented files (``mvex``) keep their samples
+outside the index and declare nothing here.
 """
 
 from __future__ import annotations
