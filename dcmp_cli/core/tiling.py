@@ -8,9 +8,13 @@ network saw reflected padding, gets little weight). Tile origins lie on a grid o
 the same pixels as in a whole-image pass; the image is reflect-padded to that grid
 first and cropped back at the end.
 
-This module knows nothing about the network's image-global statistics; the predictor
-(:mod:`dcmp_cli.core.predictor`) records them on the whole image and replays them in
-every tile. Errors raised for a tile propagate: nothing is swallowed.
+:func:`normalize_tiles` is the one place where a requested tile size and overlap become
+legal values: tiles are multiples of the grid and neighbours always share at least the
+requested overlap (never silently less).
+
+This module knows nothing about the network's image-global statistics
+(:mod:`dcmp_cli.core.tiled_inference` handles them). Errors raised for a tile propagate:
+nothing is swallowed.
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ import torch
 import torch.nn.functional as F
 
 #: Attention window (8) × the two 2× downsamplings (4) of the dehazing network; also a
-#: multiple of the 16-pixel grids of the guide UNet and the depth network.
+#: multiple of the 16-pixel grids of the guide UNet and the depth network. Tile sizes
+#: are multiples of it, and so are tile origins wherever the overlap leaves room.
 ALIGN = 32
+#: The network's own size multiple (two 2× downsamplings): the finest step between tile
+#: origins (used only when a tile is too small to step by :data:`ALIGN` and keep its
+#: overlap), and the grid of the tile cores over which statistics are accumulated.
+FINE_STEP = 4
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 #: (done, total) progress within one image, e.g. tiles.
@@ -32,6 +41,73 @@ ProgressFn = Callable[[int, int], None]
 
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+class TileRequestError(ValueError):
+    """A tile size or overlap that cannot be honoured."""
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    """A normalised tile request.
+
+    ``tile``: None = choose automatically, 0 = whole image, else the tile side in pixels
+    (a multiple of :data:`ALIGN`). ``overlap``: the least number of pixels neighbouring
+    tiles share, as requested. ``note``: one line saying what was changed or what to
+    expect, else None.
+    """
+
+    tile: int | None
+    overlap: int
+    note: str | None = None
+
+
+def min_tile_for(overlap: int, align: int = ALIGN) -> int:
+    """Smallest tile side (a multiple of ``align``) that can share ``overlap`` pixels with its neighbours."""
+    return max(align, round_up(overlap + FINE_STEP, align))
+
+
+def tile_stride(tile: int, overlap: int, align: int = ALIGN) -> int:
+    """Step between tile origins: the largest multiple of ``align`` (else of :data:`FINE_STEP`) ≤ tile − overlap."""
+    gap = tile - overlap
+    step = align if gap >= align else FINE_STEP
+    stride = gap // step * step
+    if stride < FINE_STEP:
+        raise TileRequestError(f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
+                               f"use tiles of at least {min_tile_for(overlap, align)} pixels")
+    return stride
+
+
+def normalize_tiles(tile: int | None, overlap: int, align: int = ALIGN) -> TileRequest:
+    """Turns a requested tile size and overlap into legal ones, or raises :class:`TileRequestError`.
+
+    ``tile``: None (automatic), 0 (whole image) or N ≥ ``align`` pixels. N is rounded
+    down to a multiple of ``align``, and raised to :func:`min_tile_for` the overlap when
+    the overlap would leave no room to step. ``overlap`` (≥ 0) is always kept:
+    neighbouring tiles share at least that many pixels. ``note`` says what changed, or
+    that tiles step off the ``align`` grid (tile − overlap < ``align``), which costs a
+    little agreement with the whole-image output.
+    """
+    if overlap < 0:
+        raise TileRequestError(f"tile overlap must be ≥ 0 pixels, got {overlap}")
+    if tile is None or tile == 0:
+        return TileRequest(tile, overlap)
+    if tile < align:
+        raise TileRequestError(f"tile size must be 0 (whole image) or at least {align} pixels, got {tile}")
+    rounded = tile // align * align
+    legal = max(rounded, min_tile_for(overlap, align))
+    if legal > rounded:
+        note = f"tile size {tile} raised to {legal} to keep the {overlap}-pixel overlap"
+    elif legal < tile:
+        note = f"tile size {tile} rounded down to {legal}, the {align}-pixel grid"
+    else:
+        note = None
+    stride = tile_stride(legal, overlap, align)
+    if stride % align:
+        note = (f"{note}; " if note else "") + (
+            f"{legal}-pixel tiles step by {stride} to keep the {overlap}-pixel overlap, off the {align}-pixel grid "
+            "(slightly less exact)")
+    return TileRequest(legal, overlap, note)
 
 
 @dataclass(frozen=True)
@@ -56,26 +132,60 @@ class TileGrid:
             for x in self.xs:
                 yield y, x
 
+    def cores(self, height: int, width: int, step: int = FINE_STEP) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+        """Each tile's core: windows that partition [0, height) × [0, width) exactly.
+
+        Keys are tile origins; values (top, bottom, left, right) in the tile's own pixels.
+        Core edges between neighbours lie on the ``step`` grid inside their overlap
+        (mid-way, rounded down), so every pixel belongs to the tile that sees most
+        context around it. ``height``/``width`` may not exceed the padded image.
+        """
+        rows = _core_spans(self.ys, self.size[0], height, step)
+        cols = _core_spans(self.xs, self.size[1], width, step)
+        return {
+            (y, x): (top - y, bottom - y, left - x, right - x)
+            for y, (top, bottom) in zip(self.ys, rows)
+            for x, (left, right) in zip(self.xs, cols)
+        }
+
+
+def _core_spans(starts: tuple[int, ...], size: int, end: int, step: int) -> list[tuple[int, int]]:
+    """[lo, hi) per tile, partitioning [0, end): boundaries on the ``step`` grid, inside each overlap."""
+    if end > starts[-1] + size:
+        raise ValueError(f"tiles end at {starts[-1] + size}, before the extent {end}")
+    edges = [0]
+    for before, start in zip(starts, starts[1:]):
+        middle = (start + before + size) // 2 // step * step
+        edges.append(min(max(middle, start), end))
+    edges.append(end)
+    return list(zip(edges, edges[1:]))
+
 
 def _starts(length: int, tile: int, overlap: int, align: int) -> tuple[int, ...]:
-    """Aligned origins covering [0, length) with tiles of ``tile`` overlapping by ≥ ``overlap``."""
+    """Origins covering [0, length) with tiles of ``tile`` overlapping by ≥ ``overlap`` (see :func:`tile_stride`)."""
     if tile >= length:
         return (0,)
-    stride = max(align, (tile - overlap) // align * align)
+    stride = tile_stride(tile, overlap, align)
     starts = list(range(0, length - tile, stride))
     starts.append(length - tile)
     return tuple(sorted(set(starts)))
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = ALIGN) -> TileGrid:
-    """Tiles of at most ``tile``² pixels (rounded to ``align``) over an image padded to ``align``."""
-    if tile < align:
-        raise ValueError(f"tile size {tile} is below the minimum of {align} pixels")
-    if overlap < 0 or overlap >= tile:
-        raise ValueError(f"tile overlap {overlap} must lie in [0, tile size {tile})")
+    """Tiles of at most ``tile``² pixels over an image padded to ``align``; neighbours share ≥ ``overlap``.
+
+    ``tile`` and ``overlap`` go through :func:`normalize_tiles` (an unaligned tile is
+    rounded down to the grid; an overlap the tile cannot keep raises
+    :class:`TileRequestError`).
+    """
+    request = normalize_tiles(tile, overlap, align)
+    if not request.tile:
+        raise TileRequestError(f"tile size must be at least {align} pixels to plan tiles, got {tile}")
+    if request.tile > tile:
+        raise TileRequestError(f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
+                               f"use tiles of at least {request.tile} pixels")
     padded_h, padded_w = round_up(height, align), round_up(width, align)
-    tile = tile // align * align
-    th, tw = min(tile, padded_h), min(tile, padded_w)
+    th, tw = min(request.tile, padded_h), min(request.tile, padded_w)
     return TileGrid(
         padded_h, padded_w, (th, tw), _starts(padded_h, th, overlap, align), _starts(padded_w, tw, overlap, align), overlap
     )
