@@ -10,9 +10,10 @@ bright/sky-heavy, dark, uniform fog, detailed; see :func:`make_crops`), runs the
 each crop whole (cached on disk, with its CPU time) and tiled by three methods, and
 prints the PSNR of every 8-bit tiled output against the 8-bit whole-image output:
 
-* ``naive``: each tile its own statistics (overlaps blended the same way);
+* ``naive``: each tile its own statistics (dcmp's tile grid and blending);
 * ``before``: dcmp ≤ 0.2: every statistic from one pass on the crop downscaled
-  (fractional area resampling) to ≤ max(tile², 512²) pixels, replayed in every tile;
+  (fractional area resampling) to ≤ max(tile², 512²) pixels, replayed in every tile of
+  a grid over the crop padded to a multiple of 32;
 * ``dcmp``: :func:`dcmp_cli.core.tiled_inference.tiled_forward` (the predictor's path).
 
 Compute cost: FLOPs of each method's convolutions and matrix products (which are nearly
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -41,7 +43,7 @@ from dcmp_cli.core.checkpoint import read_checkpoint
 from dcmp_cli.core.memory import available_ram
 from dcmp_cli.core.predictor import DehazePredictor, TileSettings
 from dcmp_cli.core.tiled_inference import downscale_for_stats, tiled_forward
-from dcmp_cli.core.tiling import tiled_apply
+from dcmp_cli.core.tiling import ALIGN, tiled_apply
 from dcmp_cli.core.value_range import from_network_range, to_network_range
 from dcmp_cli.data.image_io import image_to_tensor, read_image
 from dcmp_cli.models.global_stats import RecordStats, ReplayStats, StatTuple, global_statistics
@@ -50,7 +52,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 PHOTO_DIRS = (SHARED / "data" / "real", SHARED / "data" / "real_more")
 DEFAULT_WEIGHTS = SHARED / "weights" / "dcmpnet-sots-briefly-trained.pth"
 #: (height, width) crop sizes, landscape; portrait photos get them transposed.
-SIZES = ((300, 300), (384, 512), (480, 640), (600, 800), (768, 1024), (1024, 1536), (1200, 1600))
+SIZES = ((300, 300), (384, 512), (480, 640), (600, 800), (768, 1024))
+#: One extra crop of the largest photo at this size (its whole-image pass needs ≈ 5 GiB).
+LARGE = (1200, 1600)
+#: Crops above this many pixels run only at tiles ≥ 256 (time: the CPU is shared).
+LARGE_PIXELS = 1_000_000
 KINDS = ("bright", "dark", "uniform", "detailed")
 #: Peak resident bytes per pixel of a whole-image pass of the full model on the CPU (measured, with margin).
 BYTES_PER_PIXEL = 3.2 * 1024
@@ -91,10 +97,10 @@ def _place(luma: np.ndarray, grad: np.ndarray, height: int, width: int, kind: st
 
 
 def make_crops() -> list[Crop]:
-    """One crop per photo, sizes taken in turn from those that fit, plus the largest size
-    from the two largest photos; kinds in turn. Deterministic."""
+    """One crop per photo, sizes taken in turn from those that fit, plus a :data:`LARGE`
+    crop of the largest photo; kinds in turn. Deterministic."""
     photos = sorted(p for d in PHOTO_DIRS if d.is_dir() for p in d.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    largest = sorted(photos, key=lambda p: -np.prod(read_image(p).rgb.shape[:2]))[:2]
+    largest = max(photos, key=lambda p: np.prod(read_image(p).rgb.shape[:2]))
     crops = []
     for i, photo in enumerate(photos):
         rgb = read_image(photo).rgb
@@ -102,10 +108,9 @@ def make_crops() -> list[Crop]:
         grad = np.abs(np.diff(luma, axis=0, append=luma[-1:])) + np.abs(np.diff(luma, axis=1, append=luma[:, -1:]))
         ph, pw = luma.shape
         fitting = [(h, w) if pw >= ph else (w, h) for h, w in SIZES if min(h, w) <= min(ph, pw) and max(h, w) <= max(ph, pw)]
-        fitting = [s for s in fitting if s[0] * s[1] < 1024 * 1536] or [(ph, pw)]
-        sizes = [fitting[i % len(fitting)]]
-        if photo in largest:
-            sizes.append((SIZES[-1][1], SIZES[-1][0]) if ph > pw else SIZES[-1])
+        sizes = [fitting[i % len(fitting)] if fitting else (ph, pw)]
+        if photo == largest:
+            sizes.append((LARGE[1], LARGE[0]) if ph > pw else LARGE)
         for j, (h, w) in enumerate(sizes):
             kind = KINDS[(i + j) % len(KINDS)]
             top, left = _place(luma, grad, h, w, kind)
@@ -155,7 +160,12 @@ class Bench:
         return self.record(_fractional_downscale(x, self.stats_budget(tile)))[0]
 
     def before(self, x: torch.Tensor, tile: int) -> torch.Tensor:
-        return self.replayed_tiles(x, tile, self.before_stats(x, tile))
+        """dcmp ≤ 0.2: those statistics, and tiles over the image padded to the 32-pixel grid."""
+        h, w = x.shape[2:]
+        ph, pw = -(-h // ALIGN) * ALIGN, -(-w // ALIGN) * ALIGN
+        mode = "reflect" if ph - h < h and pw - w < w else "replicate"
+        padded = F.pad(x, (0, pw - w, 0, ph - h), mode=mode)
+        return self.replayed_tiles(padded, tile, self.before_stats(x, tile))[:, :, :h, :w]
 
     def dcmp(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         return tiled_forward(self.network, self.model, x, tile, self.overlap, stats_pixels=self.stats_budget(tile))
@@ -163,6 +173,15 @@ class Bench:
     def s0only(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         """dcmp's integer-factor statistics pass alone, without the accumulation sweep."""
         return self.replayed_tiles(x, tile, self.record(downscale_for_stats(x, self.stats_budget(tile)))[0])
+
+
+def method_versions() -> dict[str, str]:
+    """Cache tags: dcmp's methods change with the sources of its tiled inference."""
+    root = Path(__file__).resolve().parents[1] / "dcmp_cli"
+    sources = ("core/tiling.py", "core/tiled_inference.py", "models/global_stats.py", "models/layers.py")
+    tiles = hashlib.sha1((root / sources[0]).read_bytes()).hexdigest()[:10]
+    digest = hashlib.sha1(b"".join((root / s).read_bytes() for s in sources)).hexdigest()[:10]
+    return {"naive": tiles, "before": tiles, "s0only": digest, "dcmp": digest}
 
 
 def counted(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, int]:
@@ -192,7 +211,8 @@ def main() -> None:
     parser.add_argument("--diagnose", action="store_true", help="also split the difference by cause (slow)")
     parser.add_argument("--methods", nargs="+", default=["naive", "before", "dcmp"],
                         choices=["naive", "before", "s0only", "dcmp"])
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/tiling-cache"), help="whole-image outputs")
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/tiling-cache"),
+                        help="whole-image outputs and per-method results (reruns skip what is there)")
     args = parser.parse_args()
     if not args.weights.exists():
         raise SystemExit(f"needs the briefly trained weights at {args.weights}")
@@ -205,6 +225,7 @@ def main() -> None:
     if args.only:
         crops = [c for c in crops if any(part in c.name for part in args.only)]
     args.cache.mkdir(parents=True, exist_ok=True)
+    versions = method_versions()
     print(f"{len(crops)} crops, tiles {args.tiles}, overlap {args.overlap}, statistics pass "
           f"{args.stats_pixels or 'max(tile², 512²)'} pixels, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; PSNR (dB) of 8-bit tiled vs 8-bit whole-image output; "
@@ -231,10 +252,20 @@ def main() -> None:
         row = f"{crop.name:38s} {crop.width:>4d}x{crop.height:<4d} "
         for tile in args.tiles:
             for method in args.methods:
-                y, flops = counted(lambda: getattr(bench, method)(x, tile))
-                value = psnr_8bit(from_network_range(y), whole)
+                if tile < 256 and crop.height * crop.width > LARGE_PIXELS:
+                    row += f"{'-':>12s} "
+                    continue
+                method_run = method
+                budget = "" if method_run == "naive" else f"-{bench.stats_budget(tile)}"
+                result_file = args.cache / f"result-{key}-{method_run}-{tile}-{args.overlap}{budget}-{versions[method_run]}.json"
+                if result_file.exists():
+                    value, ratio = json.loads(result_file.read_text())
+                else:
+                    y, flops = counted(lambda: getattr(bench, method_run)(x, tile))
+                    value, ratio = psnr_8bit(from_network_range(y), whole), flops / whole_flops
+                    result_file.write_text(json.dumps([value, ratio]))
                 scores.setdefault((method, tile), []).append(value)
-                costs.setdefault((method, tile), []).append(flops / whole_flops)
+                costs.setdefault((method, tile), []).append(ratio)
                 row += f"{value:12.2f} "
         print(row, flush=True)
         if args.diagnose:

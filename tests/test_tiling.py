@@ -99,12 +99,12 @@ def test_every_legal_tile_keeps_the_requested_overlap(overlap):
         assert request.tile >= min_tile_for(overlap) and request.tile % ALIGN == 0
         for size in ((request.tile * 3 + 5, request.tile * 2 + 17), (1000, 37)):
             grid = plan_tiles(*size, request.tile, overlap)
-            assert grid.size == (min(request.tile, grid.height), min(request.tile, grid.width))
-            for starts, length in ((grid.ys, grid.size[0]), (grid.xs, grid.size[1])):
+            assert grid.size == (min(request.tile, size[0]), min(request.tile, size[1]))
+            for starts, lengths in ((grid.ys, grid.heights), (grid.xs, grid.widths)):
                 assert all(s % FINE_STEP == 0 for s in starts)
                 if request.tile - overlap >= ALIGN:
                     assert all(s % ALIGN == 0 for s in starts)
-                assert all(a + length - b >= overlap for a, b in zip(starts, starts[1:]))
+                assert all(a + n - b >= overlap for a, n, b in zip(starts, lengths, starts[1:]))
 
 
 def test_planning_never_shrinks_the_overlap():
@@ -129,24 +129,25 @@ def test_tiled_apply_gives_every_tile_its_overlap_of_real_context():
     x = torch.arange(90, dtype=torch.float32).expand(1, 1, 70, 90)  # each pixel holds its column
     tiled_apply(record, x, 32, 8)
     columns = sorted({int(t[0, 0, 0, 0].item()) for t in seen})
-    assert columns == [0, 24, 48, 64]  # stride 24 keeps the 8-pixel overlap; the last tile ends at the padded edge
+    assert columns == [0, 24, 48, 60]  # stride 24 keeps the 8-pixel overlap; the last tile ends at the image edge
 
 
 @pytest.mark.parametrize("size", [(100, 70), (256, 256), (257, 511), (33, 700)])
 @pytest.mark.parametrize("tile, overlap", [(64, 16), (96, 32), (128, 0)])
-def test_grid_covers_the_padded_image_on_aligned_origins(size, tile, overlap):
+def test_grid_covers_the_image_from_aligned_origins_to_its_edges(size, tile, overlap):
     grid = plan_tiles(*size, tile, overlap)
-    th, tw = grid.size
-    assert grid.height % ALIGN == 0 and grid.width % ALIGN == 0
-    assert grid.height >= size[0] and grid.width >= size[1]
-    covered = np.zeros((grid.height, grid.width), bool)
-    for y, x in grid.origins():
+    assert (grid.height, grid.width) == size
+    covered = np.zeros(size, bool)
+    for y, x, th, tw in grid.tiles():
         assert y % ALIGN == 0 and x % ALIGN == 0
+        assert th <= tile and tw <= tile
         covered[y : y + th, x : x + tw] = True
     assert covered.all()
-    for starts, length in ((grid.ys, th), (grid.xs, tw)):
-        for a, b in zip(starts, starts[1:]):
-            assert a + length - b >= min(overlap, length)  # neighbours overlap by at least `overlap`
+    assert grid.ys[-1] + grid.heights[-1] == size[0] and grid.xs[-1] + grid.widths[-1] == size[1]
+    for starts, lengths in ((grid.ys, grid.heights), (grid.xs, grid.widths)):
+        assert all(length == min(tile, max(lengths)) for length in lengths[:-1])  # only the last tile is shorter
+        for a, length, b in zip(starts, lengths, starts[1:]):
+            assert a + length - b >= overlap  # neighbours overlap by at least `overlap`
 
 
 @pytest.mark.parametrize("size", [(45, 77), (200, 130), (321, 257)])
@@ -328,9 +329,11 @@ def test_tile_cores_partition_the_network_extent(size, tile, overlap):
     grid = plan_tiles(*size, tile, overlap)
     extent = (round_up(size[0], FINE_STEP), round_up(size[1], FINE_STEP))
     count = np.zeros(extent, int)
+    sizes = {(y, x): (th, tw) for y, x, th, tw in grid.tiles()}
     for (y, x), (top, bottom, left, right) in grid.cores(*extent).items():
         assert all(v % FINE_STEP == 0 for v in (top, bottom, left, right))
-        assert 0 <= top <= bottom <= grid.size[0] and 0 <= left <= right <= grid.size[1]
+        th, tw = (round_up(n, FINE_STEP) for n in sizes[y, x])  # the network pads each tile to a multiple of 4
+        assert 0 <= top <= bottom <= th and 0 <= left <= right <= tw
         count[y + top : y + bottom, x + left : x + right] += 1
     assert (count == 1).all()
 

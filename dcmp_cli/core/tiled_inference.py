@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcmp_cli.core.tiling import ALIGN, FINE_STEP, ProgressFn, TileFn, pad_to_grid, plan_tiles, round_up, tiled_apply
+from dcmp_cli.core.tiling import ALIGN, FINE_STEP, ProgressFn, TileFn, plan_tiles, round_up, tile_batches, tiled_apply
 from dcmp_cli.models.global_stats import (
     AccumulateMoments,
     GlobalStatsModule,
@@ -144,20 +144,19 @@ def accumulate_statistics(
     grid = plan_tiles(height, width, tile, overlap, align)
     # The network pads its input to a multiple of FINE_STEP: its statistics cover that extent.
     cores = grid.cores(round_up(height, FINE_STEP), round_up(width, FINE_STEP))
-    padded = pad_to_grid(image, grid.height, grid.width)
-    th, tw = grid.size
-    origins = list(grid.origins())
     accumulator = AccumulateMoments(fallback, keys)
+    done = 0
     with global_statistics(model, accumulator):
-        for start in range(0, len(origins), batch_tiles):
-            group = origins[start : start + batch_tiles]
-            accumulator.begin((th, tw), [cores[o] for o in group])
+        for batch in tile_batches(grid, batch_tiles):
+            th, tw = batch[0][2:]
+            accumulator.begin((round_up(th, FINE_STEP), round_up(tw, FINE_STEP)), [cores[y, x] for y, x, _, _ in batch])
             try:
-                network(torch.cat([padded[:, :, y : y + th, x : x + tw] for y, x in group]))
+                network(torch.cat([image[:, :, y : y + th, x : x + tw] for y, x, _, _ in batch]))
             except StatisticsComplete:
                 pass
+            done += len(batch)
             if progress is not None:
-                progress(start + len(group), len(origins))
+                progress(done, len(grid))
     return accumulator.values()
 
 
