@@ -7,13 +7,9 @@ A predictor works on its own copy of the network it is given (rearranged by the 
 path, :mod:`dcmp_cli.core.fastpath`); the caller's network is never changed.
 
 Tiling keeps the network's image-global statistics (layer norms over C·H·W, instance
-norms, global pools): before the tiles run, a *statistics pass* runs the network on the
-image downscaled to at most
-``max(tile², TileSettings.stats_pixels)`` pixels and records every layer norm's
-mean/std, every instance norm's mean/variance and every global pool; each tile then
-replays those values instead of computing its own. All tiles thus share one set of
-statistics, so there are no tile-to-tile tone shifts, and overlaps are blended
-(:mod:`dcmp_cli.core.tiling`).
+norms, global pools): a downscaled statistics pass, a full-resolution sweep that
+accumulates the instance norms' statistics, then tiles that replay them, blended over
+their overlaps (:mod:`dcmp_cli.core.tiled_inference`, :mod:`dcmp_cli.core.tiling`).
 """
 
 from __future__ import annotations
@@ -22,7 +18,7 @@ import contextlib
 import copy
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
 import torch
@@ -35,9 +31,10 @@ from dcmp_cli.core.fastpath import prepare_for_inference, uses_channels_last
 from dcmp_cli.core.image_model import Dehazer, DepthModel, ImageModel, ProgressFn, TemporalState
 from dcmp_cli.core.memory import FALLBACK_BYTES_PER_PIXEL, activation_budget, is_out_of_memory, measure_bytes_per_pixel
 from dcmp_cli.core.temporal import SequentialStats
-from dcmp_cli.core.tiling import ALIGN, tiled_apply
+from dcmp_cli.core.tiled_inference import tiled_forward
+from dcmp_cli.core.tiling import ALIGN, min_tile_for, normalize_tiles
 from dcmp_cli.core.value_range import from_network_range, to_network_range
-from dcmp_cli.models.global_stats import RecordStats, ReplayStats, StatsPolicy, global_statistics
+from dcmp_cli.models.global_stats import StatsPolicy, global_statistics
 from dcmp_cli.models.registry import Kind
 
 #: Smaller sides are edge-padded up to this before the network runs (its window
@@ -65,11 +62,14 @@ class TileSettings:
 
     ``tile``: None = auto (whole image when it fits ``max_memory``, else the largest
     tile that fits, at most ``max_auto_tile``); 0 = always the whole image; N = tiles of
-    N×N pixels (rounded down to a multiple of 32). ``overlap``: pixels shared by
-    neighbouring tiles and blended. ``max_memory``: activation budget in bytes (None =
-    free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: minimum size of the
-    downscaled statistics pass. ``batch_tiles``: tiles per forward pass (None = as many
-    as fit, up to 8, on GPUs; 1 on the CPU).
+    N×N pixels. ``overlap``: the least number of pixels neighbouring tiles share and
+    blend. Both are normalised once by :func:`~dcmp_cli.core.tiling.normalize_tiles`
+    (N rounded down to the 32-pixel grid, or raised so that the overlap fits; ``note``
+    says so in one line, else None); impossible values raise
+    :class:`~dcmp_cli.core.tiling.TileRequestError`. ``max_memory``: activation budget in
+    bytes (None = free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: minimum size
+    of the downscaled statistics pass. ``batch_tiles``: tiles per forward pass (None =
+    as many as fit, up to 8, on GPUs; 1 on the CPU).
     """
 
     tile: int | None = None
@@ -78,12 +78,17 @@ class TileSettings:
     max_auto_tile: int = 1024
     stats_pixels: int = 512 * 512
     batch_tiles: int | None = None
+    note: str | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.tile is not None and self.tile != 0 and self.tile < ALIGN:
-            raise ValueError(f"--tile must be 0 (whole image) or at least {ALIGN} pixels, got {self.tile}")
-        if self.overlap < 0:
-            raise ValueError(f"--tile-overlap must be ≥ 0, got {self.overlap}")
+        request = normalize_tiles(self.tile, self.overlap)
+        object.__setattr__(self, "tile", request.tile)
+        object.__setattr__(self, "note", request.note)
+
+    @property
+    def min_tile(self) -> int:
+        """Smallest tile that keeps the overlap (and the out-of-memory floor)."""
+        return max(MIN_TILE, min_tile_for(self.overlap))
 
 
 def pad_to_min_side(x: torch.Tensor, min_side: int = MIN_NETWORK_SIDE) -> tuple[torch.Tensor, int, int]:
@@ -97,16 +102,6 @@ def pad_to_min_side(x: torch.Tensor, min_side: int = MIN_NETWORK_SIDE) -> tuple[
 
 def _maybe_stats(model: nn.Module, stats: StatsPolicy | None):
     return global_statistics(model, stats) if stats is not None else contextlib.nullcontext()
-
-
-def downscale_for_stats(x: torch.Tensor, max_pixels: int) -> torch.Tensor:
-    """Area-downscales (B, C, H, W) to at most ``max_pixels`` pixels (aspect kept, sides ≥ 32)."""
-    h, w = x.shape[2:]
-    if h * w <= max_pixels:
-        return x
-    scale = math.sqrt(max_pixels / (h * w))
-    size = (max(MIN_NETWORK_SIDE, int(h * scale)), max(MIN_NETWORK_SIDE, int(w * scale)))
-    return F.interpolate(x, size=size, mode="area")
 
 
 class Predictor(ImageModel):
@@ -218,7 +213,7 @@ class Predictor(ImageModel):
         if height * width <= fitting:
             return 0
         side = int(math.sqrt(fitting)) // ALIGN * ALIGN
-        return max(MIN_TILE, min(side, self.tiling.max_auto_tile))
+        return max(self.tiling.min_tile, min(side, self.tiling.max_auto_tile))
 
     def _tiles_per_batch(self, tile: int) -> int:
         if self.tiling.batch_tiles is not None:
@@ -234,25 +229,21 @@ class Predictor(ImageModel):
             return self.network(x).float()
 
     def _tiled(self, x: torch.Tensor, tile: int, stats: StatsPolicy | None, progress: ProgressFn | None) -> torch.Tensor:
-        """Statistics pass on a downscaled copy, then tiles that replay those statistics."""
-        outputs = []
-        for i in range(x.shape[0]):
-            image = x[i : i + 1]
-            small = downscale_for_stats(image, max(tile * tile, self.tiling.stats_pixels))
-            with global_statistics(self.model, RecordStats(inner=stats)) as recorder:
-                self.network(small)
-            with global_statistics(self.model, ReplayStats(recorder.values)):
-                outputs.append(
-                    tiled_apply(
-                        self.network,
-                        image,
-                        tile,
-                        min(self.tiling.overlap, tile // 2),
-                        batch_tiles=self._tiles_per_batch(tile),
-                        progress=progress,
-                    )
-                )
-        return torch.cat(outputs)
+        """Tiles with the image's global statistics (:func:`~dcmp_cli.core.tiled_inference.tiled_forward`)."""
+        return torch.cat([
+            tiled_forward(
+                self.network,
+                self.model,
+                x[i : i + 1],
+                tile,
+                self.tiling.overlap,
+                stats_pixels=max(tile * tile, self.tiling.stats_pixels),
+                stats=stats,
+                batch_tiles=self._tiles_per_batch(tile),
+                progress=progress,
+            )
+            for i in range(x.shape[0])
+        ])
 
     def _run(self, x: torch.Tensor, stats: StatsPolicy | None, progress: ProgressFn | None) -> torch.Tensor:
         limit = self._max_batch or x.shape[0]
@@ -272,8 +263,8 @@ class Predictor(ImageModel):
                     self._notice(f"out of memory with {x.shape[0]} images per pass; retrying with {self._max_batch}")
                     return self._run(x, stats, progress)
                 smaller = (tile or max(x.shape[2:])) // 2 // ALIGN * ALIGN
-                if smaller < MIN_TILE:
-                    raise TileMemoryError(self.device, MIN_TILE) from error
+                if smaller < self.tiling.min_tile:
+                    raise TileMemoryError(self.device, self.tiling.min_tile) from error
                 self._notice(f"out of memory with {'the whole image' if not tile else f'{tile}-pixel tiles'}; "
                              f"retrying with {smaller}-pixel tiles")
                 tile = smaller

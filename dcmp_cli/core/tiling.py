@@ -3,14 +3,19 @@
 Tiles overlap by ``overlap`` pixels and are blended with weights that ramp linearly
 across each overlap, so every output pixel is a convex combination of the tiles that
 cover it (no seams from hard cuts, and the low-quality rim of each tile, where the
-network saw reflected padding, gets little weight). Tile origins lie on a grid of
-:data:`ALIGN` pixels so that the network's attention windows and pooling grids fall on
-the same pixels as in a whole-image pass; the image is reflect-padded to that grid
-first and cropped back at the end.
+network saw padding instead of the neighbouring pixels, gets little weight). Tile
+origins lie on a grid of :data:`ALIGN` pixels so that the network's attention windows
+and pooling grids fall on the same pixels as in a whole-image pass, and the last tile
+of each row and column ends at the image edge (it may be shorter), so that the network
+meets the image's edges exactly as in a whole-image pass.
 
-This module knows nothing about the network's image-global statistics; the predictor
-(:mod:`dcmp_cli.core.predictor`) records them on the whole image and replays them in
-every tile. Errors raised for a tile propagate: nothing is swallowed.
+:func:`normalize_tiles` is the one place where a requested tile size and overlap become
+legal values: tiles are multiples of the grid and neighbours always share at least the
+requested overlap (never silently less).
+
+This module knows nothing about the network's image-global statistics
+(:mod:`dcmp_cli.core.tiled_inference` handles them). Errors raised for a tile propagate:
+nothing is swallowed.
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
 #: Attention window (8) × the two 2× downsamplings (4) of the dehazing network; also a
-#: multiple of the 16-pixel grids of the guide UNet and the depth network.
+#: multiple of the 16-pixel grids of the guide UNet and the depth network. Tile sizes
+#: are multiples of it, and so are tile origins wherever the overlap leaves room.
 ALIGN = 32
+#: The network's own size multiple (two 2× downsamplings): the finest step between tile
+#: origins (used only when a tile is too small to step by :data:`ALIGN` and keep its
+#: overlap), and the grid of the tile cores over which statistics are accumulated.
+FINE_STEP = 4
 
 TileFn = Callable[[torch.Tensor], torch.Tensor]
 #: (done, total) progress within one image, e.g. tiles.
@@ -34,11 +43,79 @@ def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
+class TileRequestError(ValueError):
+    """A tile size or overlap that cannot be honoured."""
+
+
+@dataclass(frozen=True)
+class TileRequest:
+    """A normalised tile request.
+
+    ``tile``: None = choose automatically, 0 = whole image, else the tile side in pixels
+    (a multiple of :data:`ALIGN`). ``overlap``: the least number of pixels neighbouring
+    tiles share, as requested. ``note``: one line saying what was changed or what to
+    expect, else None.
+    """
+
+    tile: int | None
+    overlap: int
+    note: str | None = None
+
+
+def min_tile_for(overlap: int, align: int = ALIGN) -> int:
+    """Smallest tile side (a multiple of ``align``) that can share ``overlap`` pixels with its neighbours."""
+    return max(align, round_up(overlap + FINE_STEP, align))
+
+
+def tile_stride(tile: int, overlap: int, align: int = ALIGN) -> int:
+    """Step between tile origins: the largest multiple of ``align`` (else of :data:`FINE_STEP`) ≤ tile − overlap."""
+    gap = tile - overlap
+    step = align if gap >= align else FINE_STEP
+    stride = gap // step * step
+    if stride < FINE_STEP:
+        raise TileRequestError(f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
+                               f"use tiles of at least {min_tile_for(overlap, align)} pixels")
+    return stride
+
+
+def normalize_tiles(tile: int | None, overlap: int, align: int = ALIGN) -> TileRequest:
+    """Turns a requested tile size and overlap into legal ones, or raises :class:`TileRequestError`.
+
+    ``tile``: None (automatic), 0 (whole image) or N ≥ ``align`` pixels. N is rounded
+    down to a multiple of ``align``, and raised to :func:`min_tile_for` the overlap when
+    the overlap would leave no room to step. ``overlap`` (≥ 0) is always kept:
+    neighbouring tiles share at least that many pixels. ``note`` says what changed, or
+    that tiles step off the ``align`` grid (tile − overlap < ``align``), which costs a
+    little agreement with the whole-image output.
+    """
+    if overlap < 0:
+        raise TileRequestError(f"tile overlap must be ≥ 0 pixels, got {overlap}")
+    if tile is None or tile == 0:
+        return TileRequest(tile, overlap)
+    if tile < align:
+        raise TileRequestError(f"tile size must be 0 (whole image) or at least {align} pixels, got {tile}")
+    rounded = tile // align * align
+    legal = max(rounded, min_tile_for(overlap, align))
+    if legal > rounded:
+        note = f"tile size {tile} raised to {legal} to keep the {overlap}-pixel overlap"
+    elif legal < tile:
+        note = f"tile size {tile} rounded down to {legal}, the {align}-pixel grid"
+    else:
+        note = None
+    stride = tile_stride(legal, overlap, align)
+    if stride % align:
+        note = (f"{note}; " if note else "") + (
+            f"{legal}-pixel tiles step by {stride} to keep the {overlap}-pixel overlap, off the {align}-pixel grid "
+            "(slightly less exact)")
+    return TileRequest(legal, overlap, note)
+
+
 @dataclass(frozen=True)
 class TileGrid:
-    """Tile placement over an image padded to (height, width).
+    """Tile placement over a (height, width) image.
 
-    ``size``: (tile height, tile width); ``ys``/``xs``: tile origins.
+    ``ys``/``xs``: tile origins; ``heights``/``widths``: the tile extents along each axis
+    (the nominal ``size`` except the last, which ends at the image edge).
     """
 
     height: int
@@ -51,34 +128,86 @@ class TileGrid:
     def __len__(self) -> int:
         return len(self.ys) * len(self.xs)
 
+    @property
+    def heights(self) -> tuple[int, ...]:
+        return tuple(min(self.size[0], self.height - y) for y in self.ys)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(min(self.size[1], self.width - x) for x in self.xs)
+
+    def tiles(self) -> Iterator[tuple[int, int, int, int]]:
+        """(y, x, tile height, tile width) of every tile, row by row."""
+        for y, th in zip(self.ys, self.heights):
+            for x, tw in zip(self.xs, self.widths):
+                yield y, x, th, tw
+
     def origins(self) -> Iterator[tuple[int, int]]:
-        for y in self.ys:
-            for x in self.xs:
-                yield y, x
+        for y, x, _, _ in self.tiles():
+            yield y, x
+
+    def cores(self, height: int, width: int, step: int = FINE_STEP) -> dict[tuple[int, int], tuple[int, int, int, int]]:
+        """Each tile's core: windows that partition [0, height) × [0, width) exactly.
+
+        Keys are tile origins; values (top, bottom, left, right) in the tile's own pixels.
+        Core edges between neighbours lie on the ``step`` grid mid-way through their
+        overlap (rounded down), so every pixel belongs to the tile that sees most context
+        around it. ``height``/``width`` may exceed the image by the network's own padding.
+        """
+        rows = _core_spans(self.ys, self.heights, height, step)
+        cols = _core_spans(self.xs, self.widths, width, step)
+        return {
+            (y, x): (top - y, bottom - y, left - x, right - x)
+            for y, (top, bottom) in zip(self.ys, rows)
+            for x, (left, right) in zip(self.xs, cols)
+        }
+
+
+def _core_spans(starts: tuple[int, ...], lengths: tuple[int, ...], end: int, step: int) -> list[tuple[int, int]]:
+    """[lo, hi) per tile, partitioning [0, end): boundaries on the ``step`` grid, inside each overlap."""
+    edges = [0]
+    for before, length, start in zip(starts, lengths, starts[1:]):
+        middle = (start + before + length) // 2 // step * step
+        edges.append(min(max(middle, start), end))
+    edges.append(end)
+    return list(zip(edges, edges[1:]))
 
 
 def _starts(length: int, tile: int, overlap: int, align: int) -> tuple[int, ...]:
-    """Aligned origins covering [0, length) with tiles of ``tile`` overlapping by ≥ ``overlap``."""
+    """Origins covering [0, length) with tiles of ``tile`` overlapping by ≥ ``overlap``.
+
+    Origins step by :func:`tile_stride`; the last one is the first on that step's grid
+    from which a tile reaches the end, so it may be shorter than ``tile``.
+    """
     if tile >= length:
         return (0,)
-    stride = max(align, (tile - overlap) // align * align)
+    stride = tile_stride(tile, overlap, align)
+    step = align if stride % align == 0 else FINE_STEP
     starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
+    starts.append(round_up(length - tile, step))
     return tuple(sorted(set(starts)))
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = ALIGN) -> TileGrid:
-    """Tiles of at most ``tile``² pixels (rounded to ``align``) over an image padded to ``align``."""
-    if tile < align:
-        raise ValueError(f"tile size {tile} is below the minimum of {align} pixels")
-    if overlap < 0 or overlap >= tile:
-        raise ValueError(f"tile overlap {overlap} must lie in [0, tile size {tile})")
-    padded_h, padded_w = round_up(height, align), round_up(width, align)
-    tile = tile // align * align
-    th, tw = min(tile, padded_h), min(tile, padded_w)
-    return TileGrid(
-        padded_h, padded_w, (th, tw), _starts(padded_h, th, overlap, align), _starts(padded_w, tw, overlap, align), overlap
-    )
+    """Tiles of at most ``tile``² pixels over a (height, width) image; neighbours share ≥ ``overlap``.
+
+    Origins lie on the ``align`` grid (where the overlap leaves room, see
+    :func:`normalize_tiles`), as the network's attention windows and poolings do in a
+    whole-image pass; the last tile of a row or column ends at the image edge, so that the
+    network meets that edge as in a whole-image pass (no padding to the grid).
+    ``tile`` and ``overlap`` go through :func:`normalize_tiles` (an unaligned tile is
+    rounded down to the grid; an overlap the tile cannot keep raises
+    :class:`TileRequestError`).
+    """
+    request = normalize_tiles(tile, overlap, align)
+    if not request.tile:
+        raise TileRequestError(f"tile size must be at least {align} pixels to plan tiles, got {tile}")
+    if request.tile > tile:
+        raise TileRequestError(f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
+                               f"use tiles of at least {request.tile} pixels")
+    th, tw = min(request.tile, height), min(request.tile, width)
+    return TileGrid(height, width, (th, tw), _starts(height, th, overlap, align), _starts(width, tw, overlap, align),
+                    overlap)
 
 
 def _ramp(length: int, ramp_in: int, ramp_out: int, device: torch.device) -> torch.Tensor:
@@ -91,32 +220,30 @@ def _ramp(length: int, ramp_in: int, ramp_out: int, device: torch.device) -> tor
     return w
 
 
+def _axis_weights(starts: tuple[int, ...], lengths: tuple[int, ...], i: int, device: torch.device) -> torch.Tensor:
+    """Weights along one axis of tile ``i``: ramps across the overlaps with its neighbours."""
+    ramp_in = 0 if i == 0 else max(0, starts[i - 1] + lengths[i - 1] - starts[i])
+    ramp_out = 0 if i == len(starts) - 1 else max(0, starts[i] + lengths[i] - starts[i + 1])
+    return _ramp(lengths[i], ramp_in, ramp_out, device)
+
+
 def blend_weights(grid: TileGrid, y: int, x: int, device: torch.device) -> torch.Tensor:
     """(1, 1, th, tw) weights of the tile at (y, x): ramps only where a neighbour overlaps."""
-    th, tw = grid.size
-    first_y, last_y = y == grid.ys[0], y == grid.ys[-1]
-    first_x, last_x = x == grid.xs[0], x == grid.xs[-1]
-
-    def overlap_before(starts: tuple[int, ...], origin: int, size: int) -> int:
-        i = starts.index(origin)
-        return 0 if i == 0 else max(0, starts[i - 1] + size - origin)
-
-    def overlap_after(starts: tuple[int, ...], origin: int, size: int) -> int:
-        i = starts.index(origin)
-        return 0 if i == len(starts) - 1 else max(0, origin + size - starts[i + 1])
-
-    wy = _ramp(th, 0 if first_y else overlap_before(grid.ys, y, th), 0 if last_y else overlap_after(grid.ys, y, th), device)
-    wx = _ramp(tw, 0 if first_x else overlap_before(grid.xs, x, tw), 0 if last_x else overlap_after(grid.xs, x, tw), device)
+    wy = _axis_weights(grid.ys, grid.heights, grid.ys.index(y), device)
+    wx = _axis_weights(grid.xs, grid.widths, grid.xs.index(x), device)
     return (wy[:, None] * wx[None, :])[None, None]
 
 
-def pad_to_grid(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pads (B, C, h, w) on the bottom/right to (height, width): reflect where possible, else edge."""
-    pad_h, pad_w = height - x.shape[2], width - x.shape[3]
-    if not pad_h and not pad_w:
-        return x
-    mode = "reflect" if pad_h < x.shape[2] and pad_w < x.shape[3] else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+def tile_batches(grid: TileGrid, batch_tiles: int) -> Iterator[list[tuple[int, int, int, int]]]:
+    """The grid's tiles in row order, in batches of at most ``batch_tiles`` tiles of one shape."""
+    batch: list[tuple[int, int, int, int]] = []
+    for tile in grid.tiles():
+        if batch and (len(batch) == batch_tiles or batch[0][2:] != tile[2:]):
+            yield batch
+            batch = []
+        batch.append(tile)
+    if batch:
+        yield batch
 
 
 def tiled_apply(
@@ -131,31 +258,27 @@ def tiled_apply(
 ) -> torch.Tensor:
     """Applies ``fn`` ((N, C, th, tw) -> (N, C_out, th, tw)) tile by tile to x (1, C, H, W).
 
-    ``batch_tiles`` tiles go through ``fn`` together. The blended result is returned
-    as float32 (1, C_out, H, W) on x's device.
+    Up to ``batch_tiles`` tiles of equal shape go through ``fn`` together. The blended
+    result is returned as float32 (1, C_out, H, W) on x's device.
     """
     if x.shape[0] != 1:
         raise ValueError(f"tiled inference takes one image at a time, got a batch of {x.shape[0]}")
     height, width = x.shape[2:]
     grid = plan_tiles(height, width, tile, overlap, align)
-    padded = pad_to_grid(x, grid.height, grid.width)
-    th, tw = grid.size
     out: torch.Tensor | None = None
-    weight_sum = torch.zeros(1, 1, grid.height, grid.width, device=x.device)
-    origins = list(grid.origins())
+    weight_sum = torch.zeros(1, 1, height, width, device=x.device)
     done = 0
-    for start in range(0, len(origins), batch_tiles):
-        group = origins[start : start + batch_tiles]
-        batch = torch.cat([padded[:, :, y : y + th, x0 : x0 + tw] for y, x0 in group])
-        result = fn(batch).float()
+    for batch in tile_batches(grid, batch_tiles):
+        th, tw = batch[0][2:]
+        result = fn(torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0, _, _ in batch])).float()
         if out is None:
-            out = torch.zeros(1, result.shape[1], grid.height, grid.width, device=x.device)
-        for i, (y, x0) in enumerate(group):
+            out = torch.zeros(1, result.shape[1], height, width, device=x.device)
+        for i, (y, x0, _, _) in enumerate(batch):
             w = blend_weights(grid, y, x0, x.device)
             out[:, :, y : y + th, x0 : x0 + tw] += result[i : i + 1] * w
             weight_sum[:, :, y : y + th, x0 : x0 + tw] += w
-        done += len(group)
+        done += len(batch)
         if progress is not None:
-            progress(done, len(origins))
+            progress(done, len(grid))
     assert out is not None
-    return (out / weight_sum)[:, :, :height, :width]
+    return out / weight_sum

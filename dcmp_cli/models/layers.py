@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcmp_cli.models.global_stats import GlobalStatsModule
+from dcmp_cli.models.global_stats import GlobalStatsModule, Moments
 
 
 class GlobalStatNorm(GlobalStatsModule):
@@ -37,12 +37,12 @@ class GlobalStatNorm(GlobalStatsModule):
         nn.init.trunc_normal_(self.rebias_from_mean.weight, std=0.02)
         nn.init.constant_(self.rebias_from_mean.bias, 0.0)  # type: ignore[arg-type]  # Conv2d bias=True: set
 
-    def _mean_std(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        var, mean = torch.var_mean(x.float(), dim=(1, 2, 3), keepdim=True, correction=0)
+    def _mean_std(self, mean: torch.Tensor, var: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert var is not None
         return mean, torch.sqrt(var + self.eps)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        mean, std = self.global_stat("mean_std", lambda: self._mean_std(x))
+        mean, std = self.global_stat("mean_std", Moments(x, self._mean_std, over_channels=True))
         # (x − mean) / std · weight + bias, folded into one multiply-add per element.
         scale = self.weight / std
         normalised = torch.addcmul((self.bias - mean * scale).to(x.dtype), x, scale.to(x.dtype))
@@ -62,13 +62,13 @@ class GlobalInstanceNorm(GlobalStatsModule):
         super().__init__()
         self.eps = eps
 
-    def _mean_var(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x32 = x.float()
-        var, mean = torch.var_mean(x32, dim=(2, 3), keepdim=True, correction=0)
+    @staticmethod
+    def _mean_var(mean: torch.Tensor, var: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        assert var is not None
         return mean, var
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean, var = self.global_stat("mean_var", lambda: self._mean_var(x))
+        mean, var = self.global_stat("mean_var", Moments(x, self._mean_var))
         scale = torch.rsqrt(var + self.eps)
         return torch.addcmul((-mean * scale).to(x.dtype), x, scale.to(x.dtype))
 
@@ -77,7 +77,7 @@ class GlobalAvgPool(GlobalStatsModule):
     """Mean over H·W per sample and channel: (B, C, H, W) -> (B, C, 1, 1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (mean,) = self.global_stat("mean", lambda: (x.float().mean(dim=(2, 3), keepdim=True),))
+        (mean,) = self.global_stat("mean", Moments(x, lambda mean, _: (mean,), needs_var=False))
         return mean.to(x.dtype)
 
 
