@@ -43,3 +43,20 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
     from dcmp_cli.data.image_io import write_image
 
     return write_image(path, rgb)
+
+
+def interrupting_dehazer(at: int):
+    """The dark channel prior as a dehazer that raises KeyboardInterrupt (as Ctrl-C would) on its ``at``-th call."""
+    from dcmp_cli.core.prior_models import PriorDehazer
+    from dcmp_cli.prior import DarkChannelPrior
+
+    class Interrupting(PriorDehazer):
+        calls = 0
+
+        def run(self, images, *, progress=None, temporal=None):
+            self.calls += 1
+            if self.calls == at:
+                raise KeyboardInterrupt
+            return super().run(images, progress=progress, temporal=temporal)
+
+    return Interrupting(DarkChannelPrior())

@@ -14,11 +14,9 @@ from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app, misplaced_option_hint
 from dcmp_cli.core.batch import MAX_PENDING_SAVES, BatchInterrupted, Stages, run_batch
-from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.data.image_io import write_image
-from dcmp_cli.prior import DarkChannelPrior
 
-from helpers import synthetic_hazy
+from helpers import interrupting_dehazer, synthetic_hazy
 
 runner = CliRunner()
 
@@ -29,23 +27,9 @@ def _folder(root: Path, count: int) -> Path:
     return root
 
 
-class StopsAt(PriorDehazer):
-    """Raises KeyboardInterrupt (as Ctrl-C would) when asked for its ``at``-th image."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__(DarkChannelPrior())
-        self.at, self.calls = at, 0
-
-    def run(self, images, *, progress=None, temporal=None):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().run(images, progress=progress, temporal=temporal)
-
-
 def test_ctrl_c_stops_after_the_writes_in_flight_and_a_rerun_finishes(tmp_path, monkeypatch):
     src = _folder(tmp_path / "in", 6)
-    monkeypatch.setattr("dcmp_cli.core.loading.load_dehazer", lambda *a, **k: StopsAt(at=3))
+    monkeypatch.setattr("dcmp_cli.core.loading.load_dehazer", lambda *a, **k: interrupting_dehazer(at=3))
     result = runner.invoke(app, ["dehaze", str(src), str(tmp_path / "out")])
     assert result.exit_code == 130
     assert "interrupted: 2 done, 4 left; re-run the same command to finish" in result.output

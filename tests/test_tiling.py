@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from helpers import synthetic_hazy
 
 from dcmp_cli.core.checkpoint import read_checkpoint
 from dcmp_cli.core.device import resolve_device
@@ -39,6 +38,8 @@ from dcmp_cli.models.global_stats import (
     StatsPolicy,
     global_statistics,
 )
+
+from helpers import synthetic_hazy
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -287,10 +288,11 @@ def test_tiles_match_the_whole_image_with_real_weights(trained_weights, photo, b
 
 
 def test_cli_tile_options(tmp_path, tiny_dehaze_ckpt):
-    from helpers import write_png
     from typer.testing import CliRunner
 
     from dcmp_cli.cli.app import app
+
+    from helpers import write_png
 
     _, hazy, _ = synthetic_hazy(130, 100, seed=1)
     source = write_png(tmp_path / "in.png", hazy)

@@ -13,13 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from dcmp_cli.cli.app import app
-from dcmp_cli.core.prior_models import PriorDehazer
 from dcmp_cli.data.image_io import read_image, write_image
 from dcmp_cli.data.video.decode import read_frames
 from dcmp_cli.data.video.encode import open_video_writer
 from dcmp_cli.data.video.probe import probe_video
 from dcmp_cli.data.video.testclips import hazy_clip
 
+from helpers import interrupting_dehazer
 from video_clips import audio_seconds, make_clip, truncate
 
 runner = CliRunner()
@@ -104,23 +104,9 @@ def test_folder_with_a_bad_video_processes_the_rest(tmp_path):
     assert summary["counts"] == {"done": 1, "skipped": 0, "failed": 1, "ignored": 1}
 
 
-class InterruptingPrior(PriorDehazer):
-    """Raises KeyboardInterrupt (as Ctrl-C would) at its ``at``-th frame."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at, self.calls = at, 0
-
-    def run(self, images, *, progress=None, temporal=None):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return super().run(images, progress=progress, temporal=temporal)
-
-
 def test_interrupted_run_leaves_no_partial_output(tmp_path, monkeypatch):
     source = make_clip(tmp_path / "in.mp4", frames=20, audio=True)
-    monkeypatch.setattr("dcmp_cli.core.loading.load_dehazer", lambda *a, **k: InterruptingPrior(at=8))
+    monkeypatch.setattr("dcmp_cli.core.loading.load_dehazer", lambda *a, **k: interrupting_dehazer(at=8))
     result = runner.invoke(app, ["video", str(source), str(tmp_path / "out" / "result.mp4")])
     assert result.exit_code == 130
     assert "interrupted" in result.output

@@ -10,8 +10,10 @@ images on streams.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -133,6 +135,24 @@ def _image_notes(image: LoadedImage) -> list[str]:
     return list(image.notes)
 
 
+def _run_images(
+    plan: ImageJobs,
+    compute: Callable[[LoadedImage, ProgressFn], Any],
+    save: Callable[[Any, Path], None],
+    overwrite: bool,
+    events: BatchEvents | None,
+) -> BatchSummary:
+    """Runs planned image jobs pipelined: decode, ``compute``, ``save`` (see :func:`~dcmp_cli.core.batch.run_batch`)."""
+    return run_batch(
+        plan.jobs,
+        Stages(read_image, compute, save, _image_notes),
+        overwrite=overwrite,
+        events=events,
+        ignored=plan.inputs.ignored,
+        problems=plan.inputs.problems,
+    )
+
+
 # ----------------------------------------------------------------------------- dehazing
 
 
@@ -182,14 +202,7 @@ def run_dehaze_jobs(
     def compute(image: LoadedImage, progress: ProgressFn) -> tuple[LoadedImage, np.ndarray]:
         return image, dehaze_image(image, dehazer, progress, options.side_by_side)
 
-    return run_batch(
-        plan.jobs,
-        Stages(read_image, compute, save, _image_notes),
-        overwrite=overwrite,
-        events=events,
-        ignored=plan.inputs.ignored,
-        problems=plan.inputs.problems,
-    )
+    return _run_images(plan, compute, save, overwrite, events)
 
 
 def dehaze_files(
@@ -256,14 +269,7 @@ def run_depth_jobs(
     def save(result: tuple[LoadedImage, DepthEstimate], target: Path) -> None:
         write_bytes_atomic(target, encode_depth(*result, target.suffix, options))
 
-    return run_batch(
-        plan.jobs,
-        Stages(read_image, compute, save, _image_notes),
-        overwrite=overwrite,
-        events=events,
-        ignored=plan.inputs.ignored,
-        problems=plan.inputs.problems,
-    )
+    return _run_images(plan, compute, save, overwrite, events)
 
 
 def estimate_depth_files(

@@ -18,8 +18,9 @@ import contextlib
 import copy
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F

@@ -29,7 +29,7 @@ the statistics that are not accumulated, after step 2 for those that are.
 from __future__ import annotations
 
 import math
-from typing import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 import torch
 import torch.nn.functional as F

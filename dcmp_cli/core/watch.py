@@ -65,7 +65,9 @@ from dcmp_cli.data.files import (
     OutputIsInputError,
     OutputNaming,
     PlanError,
+    canonical_path,
     is_image_path,
+    os_error_reason,
 )
 from dcmp_cli.data.image_io import LoadedImage, read_image
 
@@ -234,11 +236,6 @@ class _ItemEvents(BatchEvents):
         self.events.item_finished(result)
 
 
-def _canonical(path: Path) -> Path:
-    """``path`` with its folder resolved (links in folders followed, not a link to a file)."""
-    return path.parent.resolve() / path.name
-
-
 def _is_temporary(name: str) -> bool:
     """Whether a file name is one of a download or copy still in progress."""
     return name.endswith("~") or Path(name).suffix.lower() in TEMPORARY_SUFFIXES
@@ -255,10 +252,6 @@ def _stat(path: Path) -> os.stat_result | None:
 def _folder_key(path: Path) -> tuple[int, int] | None:
     st = _stat(path)
     return None if st is None else (st.st_dev, st.st_ino)
-
-
-def _reason(error: OSError) -> str:
-    return "permission denied" if isinstance(error, PermissionError) else error.strerror or str(error)
 
 
 class _Watch:
@@ -418,13 +411,13 @@ class _Watch:
             return False
         if not parts or any(part.startswith(".") for part in parts) or (not self.recursive and len(parts) > 1):
             return False
-        return listed or self.in_place or not _canonical(path).is_relative_to(self.output_resolved)
+        return listed or self.in_place or not canonical_path(path).is_relative_to(self.output_resolved)
 
     def _watchable(self, path: Path, listed: bool = False) -> bool:
         """Whether a file may be an input: in scope, not temporary, not written by this call."""
         if _is_temporary(path.name) or not self._in_scope(path, listed):
             return False
-        return not (path.name in self.written_names and _canonical(path) in self.written)
+        return not (path.name in self.written_names and canonical_path(path) in self.written)
 
     def _scan(self, top: Path) -> tuple[dict[Path, os.stat_result], list[tuple[Path, str]]]:
         """The watchable regular files below ``top`` (a folder of INPUT) with their stat, and problems met."""
@@ -441,10 +434,12 @@ class _Watch:
             except OSError as error:
                 if folder == self.root:
                     raise InputError(
-                        f"cannot read the watched folder {self.root}: {_reason(error)}", self.root
+                        f"cannot read the watched folder {self.root}: {os_error_reason(error)}", self.root
                     ) from None
                 if not isinstance(error, (FileNotFoundError, NotADirectoryError)):  # gone meanwhile: nothing to say
-                    problems.append((folder, f"folder cannot be read ({_reason(error)}); its files were not looked at"))
+                    problems.append(
+                        (folder, f"folder cannot be read ({os_error_reason(error)}); its files were not looked at")
+                    )
                 continue
             for entry in entries:
                 if entry.name.startswith("."):
@@ -467,7 +462,7 @@ class _Watch:
                 except FileNotFoundError:
                     continue
                 except OSError as error:
-                    problems.append((path, f"cannot be examined ({_reason(error)})"))
+                    problems.append((path, f"cannot be examined ({os_error_reason(error)})"))
         return files, problems
 
     def _consider(self, path: Path, st: os.stat_result, now: float) -> None:
@@ -521,7 +516,7 @@ class _Watch:
                 continue
             except OSError as error:
                 if self._watchable(path):
-                    problems.append((path, f"cannot be examined ({_reason(error)})"))
+                    problems.append((path, f"cannot be examined ({os_error_reason(error)})"))
                 continue
             if stat.S_ISDIR(st.st_mode):
                 # A folder moved in brings files no event names (a new empty one costs a listing).
@@ -605,7 +600,7 @@ class _Watch:
         self.results.append(result)
         self.handled[path] = signature
         if result.status == "done":
-            self.written.add(_canonical(target))
+            self.written.add(canonical_path(target))
             self.written_names.add(target.name)
 
     def _read(self, path: Path, signature: _Signature) -> _Loaded | None:
@@ -629,7 +624,7 @@ class _Watch:
         As in a batch run, only names with a suffix tell results apart; without one, this
         call's own results are recognised as written (:meth:`_watchable`)."""
         suffix = self.naming.suffix
-        canonical = _canonical(path)
+        canonical = canonical_path(path)
         if not suffix or not canonical.is_relative_to(self.output_resolved):
             return False
         rel = canonical.relative_to(self.output_resolved)
@@ -637,7 +632,7 @@ class _Watch:
             return False
         stem = rel.stem[: -len(suffix)]
         return any(
-            _canonical(self.naming.target(source, self.layout)) == canonical
+            canonical_path(self.naming.target(source, self.layout)) == canonical
             for source in self._images_named(self.root / rel.parent, stem)
             if source != path
         )
@@ -654,11 +649,11 @@ class _Watch:
     def _check_target(self, source: Path, target: Path) -> None:
         """Raises :class:`OutputIsInputError` when ``target`` is a file of INPUT, :class:`OutputCollisionError`
         when another image of INPUT has the same output (the checks of :func:`~dcmp_cli.data.files.plan_outputs`)."""
-        places = {_canonical(target)}
+        places = {canonical_path(target)}
         if os.path.lexists(target):
             places.add(target.resolve())
         for place in places:
-            if place == _canonical(source) or place == source.resolve() or self._is_input_file(place):
+            if place == canonical_path(source) or place == source.resolve() or self._is_input_file(place):
                 raise OutputIsInputError(source, target)
         if self.naming.ext is not None:
             others = [

@@ -135,7 +135,8 @@ def is_image_path(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _reason(error: OSError) -> str:
+def os_error_reason(error: OSError) -> str:
+    """A short reason for an OS error, for per-item reports."""
     if isinstance(error, PermissionError):
         return "permission denied"
     return error.strerror or str(error)
@@ -179,8 +180,10 @@ def _walk(
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as e:
             if folder == root:
-                raise InputError(f"cannot read folder {root}: {_reason(e)}", root) from None
-            walk.problems.append((folder, f"folder cannot be read ({_reason(e)}); its files were not looked at"))
+                raise InputError(f"cannot read folder {root}: {os_error_reason(e)}", root) from None
+            walk.problems.append(
+                (folder, f"folder cannot be read ({os_error_reason(e)}); its files were not looked at")
+            )
             continue
         for entry in entries:
             if entry.name.startswith("."):
@@ -203,7 +206,7 @@ def _walk(
                 elif entry.is_symlink():
                     walk.problems.append((path, "broken symbolic link (its target does not exist)"))
             except OSError as e:
-                reason = "symbolic link loop" if e.errno == errno.ELOOP else _reason(e)
+                reason = "symbolic link loop" if e.errno == errno.ELOOP else os_error_reason(e)
                 walk.problems.append((path, f"cannot be examined ({reason})"))
 
 
@@ -243,7 +246,7 @@ def _skip_keys(root: Path, outputs: OutputNaming | None, exclude: Sequence[Path]
     return {k for k in keys if k is not None and k != root_key}
 
 
-def _canonical(path: Path) -> Path:
+def canonical_path(path: Path) -> Path:
     """``path`` with its folder resolved (links in folders followed, not a link to a file)."""
     return path.parent.resolve() / path.name
 
@@ -252,8 +255,8 @@ def _earlier_outputs(inputs: InputSet, outputs: OutputNaming | None) -> list[Pat
     """Images of ``inputs`` that are named as this run's output of another of its images."""
     if outputs is None or not outputs.suffix or inputs.single_file:
         return []
-    targets = {_canonical(outputs.target(p, inputs)) for p in inputs.files}
-    return [p for p in inputs.files if _canonical(p) in targets]
+    targets = {canonical_path(outputs.target(p, inputs)) for p in inputs.files}
+    return [p for p in inputs.files if canonical_path(p) in targets]
 
 
 def _stat_input(path: Path, spec: str | os.PathLike) -> os.stat_result | None:
@@ -265,7 +268,7 @@ def _stat_input(path: Path, spec: str | os.PathLike) -> os.stat_result | None:
             raise InputError(f"{spec} is a broken symbolic link (its target does not exist)", path) from None
         return None
     except OSError as e:
-        raise InputError(f"cannot access {spec}: {_reason(e)}", path) from None
+        raise InputError(f"cannot access {spec}: {os_error_reason(e)}", path) from None
 
 
 def collect_inputs(
@@ -290,7 +293,7 @@ def collect_inputs(
             with open(path, "rb"):
                 pass
         except OSError as e:
-            raise InputError(f"cannot read {spec}: {_reason(e)}", path) from None
+            raise InputError(f"cannot read {spec}: {os_error_reason(e)}", path) from None
         return InputSet(path.parent, [path], single_file=True)
     if st is not None:
         walk = _Walk(_skip_keys(path, outputs, exclude))
@@ -369,16 +372,16 @@ def plan_outputs(inputs: InputSet, outputs: OutputNaming) -> list[tuple[Path, Pa
     jobs = [(source, outputs.target(source, inputs)) for source in inputs.files]
     by_target: dict[Path, list[Path]] = {}
     for source, target in jobs:
-        by_target.setdefault(_canonical(target), []).append(source)
+        by_target.setdefault(canonical_path(target), []).append(source)
     shared = [(target, sources) for target, sources in by_target.items() if len(sources) > 1]
     if shared:
         _, sources = shared[0]
         target = next(t for s, t in jobs if s == sources[0])
         raise OutputCollisionError(target, sources, more=len(shared) - 1)
-    protected = {_canonical(p) for p in inputs.all_files}
+    protected = {canonical_path(p) for p in inputs.all_files}
     protected |= {p.resolve() for p in inputs.all_files}
     for source, target in jobs:
-        if _canonical(target) in protected or (target.exists() and target.resolve() in protected):
+        if canonical_path(target) in protected or (target.exists() and target.resolve() in protected):
             raise OutputIsInputError(source, target)
     return jobs
 

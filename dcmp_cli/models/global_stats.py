@@ -22,9 +22,9 @@ Nothing is kept on the modules once the ``with`` block ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Collection, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
