@@ -33,6 +33,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -150,13 +151,19 @@ class Check:
             raise Timeout(f"no time left for: {shlex.join(args[:6])} …")
         self.write_log(f"\n$ {shlex.join(args)}\n")
         started = time.monotonic()
+        # A session of its own, so that a timeout ends the whole tree (torchrun workers, data loaders, pytest's
+        # subprocesses), not just the command, and nothing left running disturbs the next step on the GPU.
+        child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or self.env,
+                                 cwd=ROOT, start_new_session=True)
         try:
-            proc = subprocess.run(args, capture_output=True, text=True, env=env or self.env, cwd=ROOT, timeout=limit,
-                                  check=False)
-        except subprocess.TimeoutExpired as e:
-            self.write_log(_text(e.stdout) + _text(e.stderr) + f"\n[timed out after {limit:.0f} s]\n")
+            stdout, stderr = child.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            stdout, stderr = child.communicate()
+            self.write_log(_text(stdout) + _text(stderr) + f"\n[timed out after {limit:.0f} s]\n")
             raise Timeout(f"timed out after {limit:.0f} s: {shlex.join(args[:8])} …") from None
-        self.write_log(proc.stdout + proc.stderr + f"[exit {proc.returncode} after {time.monotonic() - started:.1f} s]\n")
+        proc = subprocess.CompletedProcess(args, child.returncode, stdout, stderr)
+        self.write_log(stdout + stderr + f"[exit {proc.returncode} after {time.monotonic() - started:.1f} s]\n")
         if check and proc.returncode != 0:
             raise CommandFailed(args, proc)
         return proc
@@ -273,7 +280,8 @@ if torch.cuda.is_available():
                 cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported(),
                 tf32_matmul=torch.backends.cuda.matmul.allow_tf32, tf32_cudnn=torch.backends.cudnn.allow_tf32)
     try:
-        info["nccl"] = ".".join(map(str, torch.cuda.nccl.version()))
+        v = torch.cuda.nccl.version()
+        info["nccl"] = ".".join(map(str, v)) if isinstance(v, tuple) else str(v)
     except Exception as e:
         info["nccl"] = f"unavailable ({e})"
 if shutil.which("nvidia-smi"):
@@ -295,7 +303,7 @@ def step_env(c: Check, r: StepResult) -> None:
     c.info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     info = json.loads(c.python_code(ENV_CODE).stdout.strip().splitlines()[-1])
     c.info.update(info)
-    if shutil_which("nvidia-smi"):
+    if shutil.which("nvidia-smi"):
         c.run(["nvidia-smi"], check=False)
     c.dcmp("--help")
     r.figures.update({k: info.get(k) for k in ("gpu", "torch", "cuda", "cudnn", "nccl") if info.get(k) is not None})
@@ -304,12 +312,6 @@ def step_env(c: Check, r: StepResult) -> None:
     if info.get("ffmpeg") is None:
         r.notes.append(f"no ffmpeg ({info.get('ffmpeg_problem')}): the video step uses a folder of frames; carry the "
                        "imageio-ffmpeg wheel in .whl/ to check video files (docs/gpu.md)")
-
-
-def shutil_which(name: str) -> str | None:
-    import shutil
-
-    return shutil.which(name)
 
 
 def step_pytest(c: Check, r: StepResult) -> None:
@@ -350,10 +352,11 @@ def step_inference(c: Check, r: StepResult) -> None:
             "--precisions", *c.s.precisions, "--repeats", "2", "--json", str(target)]
     args += ["--preset", c.s.preset] if c.s.smoke else (["--weights", str(c.weights)] if c.real_weights else
                                                           ["--preset", "dcmpnet"])
-    proc = c.run(args, check=False)
-    rows = _inference_rows(target)
-    c.info["inference"] = json.loads(target.read_text()) if target.is_file() else None
-    _inference_figures(rows, r, c.real_weights)
+    try:
+        proc = c.run(args, check=False)
+    finally:  # inference.py rewrites its JSON after every case: keep what a timeout left
+        c.info["inference"] = json.loads(target.read_text()) if target.is_file() else None
+        _inference_figures(_inference_rows(target), r, c.real_weights)
     if proc.returncode != 0 and r.status == "PASS":
         r.fail(f"inference.py exit {proc.returncode}")
 
@@ -368,13 +371,15 @@ def step_compile(c: Check, r: StepResult) -> None:
     if c.s.smoke:  # inductor's C++ build takes many minutes on small CPUs: check the plumbing only
         env = {**c.env, "TORCH_COMPILE_DISABLE": "1"}
         r.notes.append("smoke run: torch.compile disabled (TORCH_COMPILE_DISABLE=1), compiled rows run eagerly")
-    proc = c.run(args, env=env, check=False)
-    rows = [row for row in _inference_rows(target) if row["path"] in ("compiled", "fast")]
-    c.info["inference_compile"] = json.loads(target.read_text()) if target.is_file() else None
-    for row in rows:
-        if row["path"] == "compiled" and "error" not in row:
-            r.figures[f"compiled {row['precision']} first call"] = f"{row['first_call_s']:.1f} s"
-    _inference_figures(rows, r, c.real_weights)
+    try:
+        proc = c.run(args, env=env, check=False)
+    finally:  # what compiled before a timeout still counts
+        rows = [row for row in _inference_rows(target) if row["path"] in ("compiled", "fast")]
+        c.info["inference_compile"] = json.loads(target.read_text()) if target.is_file() else None
+        for row in rows:
+            if row["path"] == "compiled" and "error" not in row:
+                r.figures[f"compiled {row['precision']} first call"] = f"{row['first_call_s']:.1f} s"
+        _inference_figures(rows, r, c.real_weights)
     if proc.returncode != 0 and r.status == "PASS":
         r.fail(f"inference.py --compile exit {proc.returncode}")
 
@@ -674,7 +679,8 @@ def prepare_weights(c: Check) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "gpu-check-out"))
-    parser.add_argument("--work", type=Path, help="intermediate files (default: a temporary folder)")
+    parser.add_argument("--work", type=Path, help="keep intermediate files here (default: a temporary folder, "
+                        "removed at the end)")
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, tiny sizes: the plumbing check")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--budget", type=float, help="seconds for the whole run (default 450 on the GPU, 900 smoke)")
@@ -722,6 +728,8 @@ def main() -> None:
                   for k, v in c.results.items()},
     }, indent=2, default=str))
     print(c.summary(), flush=True)
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
     if any(r.status in ("FAIL", "TIMEOUT") for r in c.results.values()):
         raise SystemExit(1)
 

@@ -25,6 +25,7 @@ mkdir -p "$OUT"
 
 if compgen -G ".whl/*.whl" >/dev/null; then
     site=$(mktemp -d /tmp/dcmp-gpu-check-site.XXXXXX)
+    trap 'rm -rf "$site"' EXIT
     if "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl; then
         export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
         echo "installed carried wheels: $(cd .whl && echo *.whl)"

@@ -229,6 +229,15 @@ def main() -> None:
               f"{'peak MiB':>9} {'GFLOP/s':>8} {'of peak':>7} {'PSNR vs fp32':>12}")
     print(header)
     results: list[dict[str, Any]] = []
+    speedups: dict[str, float] = {}
+
+    def write_json() -> None:
+        if args.json:
+            args.json.write_text(json.dumps({
+                **env, "weights": weights, "flops_per_pixel": per_pixel, "matmul_size": n, "matmul_peak_gflops": peaks,
+                "results": results, "speedup_fast_vs_plain": speedups,
+            }, indent=2))
+
     for (h, w), plan in cases:
         image = test_image(h, w)
         reference = None
@@ -242,6 +251,7 @@ def main() -> None:
             except Exception as error:  # noqa: BLE001 - a failed case is reported in its row; the others go on
                 row["error"] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:300]
                 results.append(row)
+                write_json()
                 print(f"{w:>5}×{h:<5} {case.path:>8} {case.precision:>5} failed: {row['error']}")
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
@@ -259,6 +269,7 @@ def main() -> None:
                 "max_abs_diff_vs_reference": difference,
             })
             results.append(row)
+            write_json()  # after every case, so that a run stopped early keeps what it measured
             tiles = str(row["tile"]) if row["tile"] else "whole"
             peak_text = f"{peak / 2**20:9.0f}" if peak is not None else f"{'-':>9}"
             quality_text = "reference" if quality is None else ("exact" if math.isinf(quality) else f"{quality:.1f} dB")
@@ -268,7 +279,6 @@ def main() -> None:
             del pred
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    speedups = {}
     for (h, w), _ in cases:
         rows = {(r["path"], r["precision"], r.get("tile")): r for r in results if r["size"] == [h, w] and "error" not in r}
         plain_row, fast_row = rows.get(("plain", "fp32", 0)), rows.get(("fast", "fp32", 0))
@@ -280,10 +290,7 @@ def main() -> None:
     if failed:
         print(f"{len(failed)} case(s) failed")
     if args.json:
-        args.json.write_text(json.dumps({
-            **env, "weights": weights, "flops_per_pixel": per_pixel, "matmul_size": n, "matmul_peak_gflops": peaks,
-            "results": results, "speedup_fast_vs_plain": speedups,
-        }, indent=2))
+        write_json()
         print(f"wrote {args.json}")
     if failed:
         raise SystemExit(1)
