@@ -120,9 +120,12 @@ def test_tiny_network_on_cuda_agrees_with_the_cpu():
     image = hazy_image(96, 128, seed=1)
     cpu = DehazePredictor(model, CPU, tiling=TileSettings(tile=0))(image)
     gpu_predictor = DehazePredictor(model, CUDA, tiling=TileSettings(tile=0))
-    gpu = gpu_predictor(image.to(CUDA))  # inputs may already live on the GPU
+    gpu = gpu_predictor.run(image.to(CUDA))  # run(): inputs anywhere, float32 on the CPU out
     assert gpu.device == CPU and gpu.dtype == torch.float32 and gpu.shape == image.shape
     assert next(gpu_predictor.model.parameters()).device.type == "cuda"
+    same_form = gpu_predictor(image.to(CUDA))  # calling keeps the input's form: a CUDA tensor in, one out
+    assert same_form.device.type == "cuda"
+    torch.testing.assert_close(same_form.cpu(), gpu, atol=1e-4, rtol=0)
     assert psnr(gpu, cpu) >= 45.0, psnr(gpu, cpu)
     plain = DehazePredictor(model, CUDA, fast=False, tiling=TileSettings(tile=0))(image)
     assert psnr(gpu, plain) >= 50.0, psnr(gpu, plain)  # the fast path (channels-last, fused) on cuDNN
@@ -343,7 +346,7 @@ def test_amp_training_on_cuda_learns_and_resumes_exactly(pairs, tmp_path, precis
         assert not a["scaler"]  # bf16 needs no gradient scaling
     torch.manual_seed(7)
     initial = create_model("dcmpnet-tiny", "dehaze").state_dict()
-    assert any(not torch.equal(initial[k], v) for k, v in a["dehaze"].items() if v.is_floating_point())
+    assert any(not torch.equal(initial[k], v.cpu()) for k, v in a["dehaze"].items() if v.is_floating_point())
     rows = [r for r in read_metrics(tmp_path / "straight" / "metrics.jsonl") if r["type"] == "train"]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(r["loss_dehaze"]) and np.isfinite(r["loss_depth"]) for r in rows)
@@ -375,9 +378,9 @@ class OneProcessGroup(D.DistContext):
         return True
 
 
-dist.init_process_group("nccl", init_method="file://" + sys.argv[1], rank=0, world_size=1)
 device = torch.device("cuda", 0)
 torch.cuda.set_device(device)
+dist.init_process_group("nccl", init_method="file://" + sys.argv[1], rank=0, world_size=1)
 config = build_config(None, dict(data="unused", preset="dcmpnet-tiny", batch_size=2, patch_size=32, device="cuda"))
 generator = torch.Generator().manual_seed(0)
 batch = {"hazy": torch.rand(2, 3, 32, 32, generator=generator), "clear": torch.rand(2, 3, 32, 32, generator=generator),
