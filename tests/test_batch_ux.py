@@ -130,3 +130,14 @@ def test_stdout_stream_when_piped(tmp_path):
     result = runner.invoke(app, ["dehaze", str(source), "-", "--method", "dcp"])
     assert result.exit_code == 0 and result.stdout_bytes.startswith(b"\x89PNG")
     assert np.frombuffer(result.stdout_bytes, np.uint8).size > 100
+
+
+def test_tile_requests_are_normalised_once_with_a_note(tmp_path, tiny_dehaze_ckpt):
+    src = _folder(tmp_path / "in", 1)
+    result = runner.invoke(
+        app, ["dehaze", str(src), str(tmp_path / "out"), "-w", str(tiny_dehaze_ckpt), "--tile", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("tile size 100 rounded down to 96") == 1
+    bad = runner.invoke(app, ["dehaze", str(src), str(tmp_path / "x"), "--tile", "20"])
+    assert bad.exit_code == 2 and "at least 32" in bad.output and not (tmp_path / "x").exists()

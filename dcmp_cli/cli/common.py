@@ -163,6 +163,7 @@ def library_errors() -> Iterator[None]:
     from dcmp_cli.core.checkpoint import CheckpointError
     from dcmp_cli.core.device import DeviceError
     from dcmp_cli.core.loading import MethodError, WeightsRequired
+    from dcmp_cli.core.tiling import TileRequestError
     from dcmp_cli.core.weights import WeightsNotFound
     from dcmp_cli.data.files import InputError, NoImagesError, PlanError, ShardError
 
@@ -174,6 +175,8 @@ def library_errors() -> Iterator[None]:
         fail(f"--shard: {e}")
     except PlanError as e:
         fail(str(e))
+    except TileRequestError as e:
+        fail(f"--tile / --tile-overlap: {e}")
     except WeightsRequired as e:
         fail(missing_weights_message(e.kind))
     except DeviceError as e:
@@ -202,8 +205,6 @@ def parse_tiling(tile: str, overlap: int, max_memory: str | None) -> TilingOptio
     except ValueError as e:
         fail(f"--max-memory: {e}")
     size = None if text == "auto" else int(text)
-    if size is not None and 0 < size < 32:
-        fail(f"--tile must be 0 (whole image) or at least 32 pixels, got {size}")
     return {"tile": size, "tile_overlap": overlap, "max_memory": budget}
 
 

@@ -44,17 +44,25 @@ class MethodError(ValueError):
 
 
 def tile_settings(
-    tile: int | str | None = "auto", overlap: int = 32, max_memory: int | str | None = None
+    tile: int | str | None = "auto",
+    overlap: int = 32,
+    max_memory: int | str | None = None,
+    on_notice: NoticeFn | None = None,
 ) -> TileSettings:
     """Tiling from user-level values: ``tile`` "auto"/None, 0 (never tile) or a side in pixels;
-    ``max_memory`` bytes or a size such as "2G"."""
+    ``max_memory`` bytes or a size such as "2G". A tile size that had to be rounded or raised
+    is said once through ``on_notice``; impossible values raise
+    :class:`~dcmp_cli.core.tiling.TileRequestError`."""
     if isinstance(tile, str):
         text = tile.strip().lower()
         if text != "auto" and not text.isdigit():
             raise ValueError(f"tile size must be auto, 0 or a size in pixels, got {tile!r}")
         tile = None if text == "auto" else int(text)
     budget = parse_size(max_memory) if isinstance(max_memory, str) else max_memory
-    return TileSettings(tile=tile, overlap=overlap, max_memory=budget)
+    settings = TileSettings(tile=tile, overlap=overlap, max_memory=budget)
+    if settings.note and on_notice is not None:
+        on_notice(settings.note)
+    return settings
 
 
 def _device(device: str | torch.device, precision: str) -> tuple[torch.device, Precision]:
@@ -101,7 +109,7 @@ def load_dehazer(
     """
     name = _method(method)
     torch_device, checked = _device(device, value_of(precision))
-    tiling = tile_settings(tile, tile_overlap, max_memory)
+    tiling = tile_settings(tile, tile_overlap, max_memory, on_notice)
     path = _weights("dehaze", name, weights)
     if path is None:
         return PriorDehazer(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
@@ -122,10 +130,10 @@ def load_depth_model(
     """The depth model alone: DCMPNet's depth network, or a prior's transmission (−ln t)."""
     name = _method(method)
     torch_device, checked = _device(device, value_of(precision))
+    tiling = tile_settings(tile, tile_overlap, max_memory, on_notice)
     path = _weights("depth", name, weights)
     if path is None:
         return PriorDepth(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
-    tiling = tile_settings(tile, tile_overlap, max_memory)
     return DepthPredictor.from_checkpoint(path, torch_device, checked, tiling, on_notice)
 
 
@@ -149,15 +157,23 @@ def load_depth_estimator(
     depth is the weight-free prior's −ln t, which needs haze: clear inputs and dehazing
     weights are then refused (:class:`MethodError`), not silently ignored.
     """
-    options = dict(
+    said: set[str] = set()
+
+    def once(message: str) -> None:  # both networks share the tiling: say its note once
+        if on_notice is not None and message not in said:
+            said.add(message)
+            on_notice(message)
+
+    model = load_depth_model(
+        method,
+        weights,
         device=device,
         precision=precision,
         tile=tile,
         tile_overlap=tile_overlap,
         max_memory=max_memory,
-        on_notice=on_notice,
+        on_notice=once,
     )
-    model = load_depth_model(method, weights, **options)  # type: ignore[arg-type]
     if isinstance(model, PriorDepth):
         if input_is_clear:
             raise MethodError(f"the {model.title} reads depth from haze; clear images need a depth checkpoint")
@@ -169,5 +185,14 @@ def load_depth_estimator(
         return DepthEstimator(model, None)
     if input_is_clear:
         return DepthEstimator(model, None)
-    dehazer = load_dehazer("auto", dehaze_weights, **options)  # type: ignore[arg-type]
+    dehazer = load_dehazer(
+        "auto",
+        dehaze_weights,
+        device=device,
+        precision=precision,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        max_memory=max_memory,
+        on_notice=once,
+    )
     return DepthEstimator(model, dehazer)
