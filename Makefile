@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # for your platform, e.g. `make TORCH=torch install` (pip's default) or a CUDA wheel.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow lint clean
 
 $(BIN)/dcmp: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
+
+lint: install
+	$(BIN)/ruff check dcmp_cli tests benchmarks tools
+	$(BIN)/ruff format --check dcmp_cli tests benchmarks tools
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
