@@ -30,7 +30,7 @@ from helpers import shared_path, synthetic_hazy
 C1, C2 = 0.01**2, 0.03**2
 
 
-# --- An independent implementation of DESIGN.md §5, written from its text (float32, block means,
+# --- An independent implementation of the protocols as dcmp_cli.metrics documents them (float32, block means,
 # --- a Gaussian built from math.exp, dcmpnet: 2-D conv padding 5; dehazeformer: separable, valid).
 
 

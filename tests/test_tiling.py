@@ -261,7 +261,7 @@ def _psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("photo, box", [("real/classic_canyon.png", None),
                                         ("real_more/fattal_cabin-fog.png", (0, 128, 480, 640))])
 def test_tiles_match_the_whole_image_with_real_weights(trained_weights, photo, box):
-    """Issue 13: tiled (256) vs whole-image ≥ 45 dB with real weights (8-bit); naive tiling is far worse.
+    """Tiled (256) vs whole-image ≥ 45 dB with real weights (8-bit); naive tiling is far worse.
 
     The cabin crop is the worst case of dcmp ≤ 0.2 (31 dB, naive 30 dB): its statistics
     pass was downscaled and the instance norms of the fusion came out wrong.

@@ -320,7 +320,7 @@ def test_two_process_gloo_run_ends_with_identical_weights(dataset, tmp_path):
 
 
 def test_ctrl_c_saves_last_notes_once_and_says_how_to_resume(dataset, tmp_path):
-    """A terminal's Ctrl-C reaches the whole process group, data-loading workers included (issue 14)."""
+    """A terminal's Ctrl-C reaches the whole process group, data-loading workers included."""
     run = tmp_path / "run"
     options = [o for o in TINY if o not in ("--workers", "0")]
     command = [
