@@ -52,10 +52,26 @@ VIDEO_NAME = "dvp30_hazy_video.mp4"
 ASSET_DIRS = (ROOT / ".gpu-assets", ROOT.parent / "shared" / "weights", ROOT.parent / "shared" / "data" / "video")
 STEPS = ("env", "pytest", "inference", "dehaze", "video", "train", "torchrun", "compile")
 #: Seconds each step may take on the GPU (the whole run also stops at --budget).
-GPU_LIMITS = {"env": 45, "pytest": 150, "inference": 120, "dehaze": 90, "video": 75, "train": 150, "torchrun": 60,
-              "compile": 120}
-SMOKE_LIMITS = {"env": 60, "pytest": 60, "inference": 120, "dehaze": 120, "video": 120, "train": 180, "torchrun": 90,
-                "compile": 150}
+GPU_LIMITS = {
+    "env": 45,
+    "pytest": 150,
+    "inference": 120,
+    "dehaze": 90,
+    "video": 75,
+    "train": 150,
+    "torchrun": 60,
+    "compile": 120,
+}
+SMOKE_LIMITS = {
+    "env": 60,
+    "pytest": 60,
+    "inference": 120,
+    "dehaze": 120,
+    "video": 120,
+    "train": 180,
+    "torchrun": 90,
+    "compile": 150,
+}
 #: Reduced-precision and tiled outputs must stay this close to their fp32 / whole-image references.
 MIN_PRECISION_PSNR = 45.0
 MIN_SAME_RESULT_PSNR = 45.0
@@ -91,11 +107,54 @@ class Settings:
     @staticmethod
     def for_mode(smoke: bool) -> Settings:
         if smoke:
-            return Settings(True, "cpu", "dcmpnet-tiny", 192, 64, "8M", "none", (64, 128), 64, ("fp32", "bf16"),
-                            ("fp32", "bf16"), 8, 64, 1, 32, 2, 8, 4, 1, 3, (8, 96, 128), 8)
-        return Settings(False, "cuda", "dcmpnet", 2048, 512, "256M", "3G", (512, 1024, 2048), 1024,
-                        ("fp32", "fp16", "bf16"), ("fp16", "bf16"), 100, 160, 2, 128, 4, 100, 50, 10, 20, (32, 360, 640),
-                        32)
+            return Settings(
+                True,
+                "cpu",
+                "dcmpnet-tiny",
+                192,
+                64,
+                "8M",
+                "none",
+                (64, 128),
+                64,
+                ("fp32", "bf16"),
+                ("fp32", "bf16"),
+                8,
+                64,
+                1,
+                32,
+                2,
+                8,
+                4,
+                1,
+                3,
+                (8, 96, 128),
+                8,
+            )
+        return Settings(
+            False,
+            "cuda",
+            "dcmpnet",
+            2048,
+            512,
+            "256M",
+            "3G",
+            (512, 1024, 2048),
+            1024,
+            ("fp32", "fp16", "bf16"),
+            ("fp16", "bf16"),
+            100,
+            160,
+            2,
+            128,
+            4,
+            100,
+            50,
+            10,
+            20,
+            (32, 360, 640),
+            32,
+        )
 
 
 @dataclass
@@ -124,8 +183,11 @@ class Check:
         self.budget = budget
         self.step_deadline = math.inf
         self.log: Path | None = None
-        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                    "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+        }
         self.env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS for the resume check
         if settings.smoke:
             self.env.setdefault("OMP_NUM_THREADS", "1")  # tiny networks on small shared CPUs: one thread is fastest
@@ -144,7 +206,9 @@ class Check:
         with self.log.open("a") as f:
             f.write(text)
 
-    def run(self, args: list[str], *, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    def run(
+        self, args: list[str], *, env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
         """Runs a command within the step's time left; its output goes to the step's log (and is returned)."""
         limit = self.remaining()
         if limit < 3:
@@ -153,8 +217,15 @@ class Check:
         started = time.monotonic()
         # A session of its own, so that a timeout ends the whole tree (torchrun workers, data loaders, pytest's
         # subprocesses), not just the command, and nothing left running disturbs the next step on the GPU.
-        child = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or self.env,
-                                 cwd=ROOT, start_new_session=True)
+        child = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env or self.env,
+            cwd=ROOT,
+            start_new_session=True,
+        )
         try:
             stdout, stderr = child.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -199,16 +270,21 @@ class Check:
             result.fail(f"{type(e).__name__}: {e}")
         result.seconds = time.monotonic() - started
         self.step_deadline = math.inf
-        print(f"[{time.monotonic() - self.start:6.0f} s] {name}: {result.status} ({result.seconds:.0f} s)"
-              + (f" — {result.notes[0][:200]}" if result.notes else ""), flush=True)
+        print(
+            f"[{time.monotonic() - self.start:6.0f} s] {name}: {result.status} ({result.seconds:.0f} s)"
+            + (f" — {result.notes[0][:200]}" if result.notes else ""),
+            flush=True,
+        )
 
     def summary(self) -> str:
         s = self.info
         lines = [
             f"dcmp GPU check, {s.get('date', '?')} ({'CPU smoke run, tiny preset' if self.s.smoke else 'GPU run'})",
-            (f"machine: {s.get('gpu', 'no GPU')}; driver {s.get('driver', '?')}; torch {s.get('torch', '?')}, "
-             f"CUDA {s.get('cuda', '-')}, cuDNN {s.get('cudnn', '-')}, NCCL {s.get('nccl', '-')}, "
-             f"Python {s.get('python', '?')}"),
+            (
+                f"machine: {s.get('gpu', 'no GPU')}; driver {s.get('driver', '?')}; torch {s.get('torch', '?')}, "
+                f"CUDA {s.get('cuda', '-')}, cuDNN {s.get('cudnn', '-')}, NCCL {s.get('nccl', '-')}, "
+                f"Python {s.get('python', '?')}"
+            ),
             f"weights: {s.get('weights', '?')}; ffmpeg: {s.get('ffmpeg') or 'none'}",
             "",
             f"{'step':<10} {'status':<8} {'seconds':>7}  figures / notes",
@@ -218,9 +294,13 @@ class Check:
             lines.append(f"{name:<10} {r.status:<8} {r.seconds:7.1f}  {figures}")
             lines += [f"{'':<28}note: {note}" for note in r.notes]
         total = time.monotonic() - self.start
-        lines += ["", f"total {total:.0f} s (budget {self.budget:.0f} s); "
-                  + ", ".join(f"{k} {sum(r.status == k for r in self.results.values())}"
-                              for k in ("PASS", "FAIL", "TIMEOUT", "SKIP"))]
+        lines += [
+            "",
+            f"total {total:.0f} s (budget {self.budget:.0f} s); "
+            + ", ".join(
+                f"{k} {sum(r.status == k for r in self.results.values())}" for k in ("PASS", "FAIL", "TIMEOUT", "SKIP")
+            ),
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -265,7 +345,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def last_json(text: str) -> Any:
     """The JSON document a ``--json`` command printed on stdout."""
-    return json.loads(text[text.index("{"):])
+    return json.loads(text[text.index("{") :])
 
 
 # --- the steps -----------------------------------------------------------------------------------------------------
@@ -285,7 +365,8 @@ if torch.cuda.is_available():
     except Exception as e:
         info["nccl"] = f"unavailable ({e})"
 if shutil.which("nvidia-smi"):
-    q = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True)
+    q = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                       capture_output=True, text=True)
     info["driver"] = q.stdout.strip()
 try:
     import imageio_ffmpeg
@@ -310,13 +391,16 @@ def step_env(c: Check, r: StepResult) -> None:
     if not c.s.smoke and not info["cuda_available"]:
         r.fail("torch sees no CUDA GPU")
     if info.get("ffmpeg") is None:
-        r.notes.append(f"no ffmpeg ({info.get('ffmpeg_problem')}): the video step uses a folder of frames; carry the "
-                       "imageio-ffmpeg wheel in .whl/ to check video files (docs/gpu.md)")
+        r.notes.append(
+            f"no ffmpeg ({info.get('ffmpeg_problem')}): the video step uses a folder of frames; carry the "
+            "imageio-ffmpeg wheel in .whl/ to check video files (docs/gpu.md)"
+        )
 
 
 def step_pytest(c: Check, r: StepResult) -> None:
-    proc = c.run([c.python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"],
-                 check=False)
+    proc = c.run(
+        [c.python, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py"], check=False
+    )
     counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", proc.stdout)}
     r.figures.update(counts)
     failed = re.findall(r"^(?:FAILED|ERROR) tests/test_cuda.py::(\S+)", proc.stdout, re.MULTILINE)
@@ -348,10 +432,25 @@ def _inference_figures(rows: list[dict[str, Any]], r: StepResult, real_weights: 
 
 def step_inference(c: Check, r: StepResult) -> None:
     target = c.work / "inference.json"
-    args = [c.python, "benchmarks/inference.py", "--device", c.s.device, "--sizes", *map(str, c.s.inference_sizes),
-            "--precisions", *c.s.precisions, "--repeats", "2", "--json", str(target)]
-    args += ["--preset", c.s.preset] if c.s.smoke else (["--weights", str(c.weights)] if c.real_weights else
-                                                          ["--preset", "dcmpnet"])
+    args = [
+        c.python,
+        "benchmarks/inference.py",
+        "--device",
+        c.s.device,
+        "--sizes",
+        *map(str, c.s.inference_sizes),
+        "--precisions",
+        *c.s.precisions,
+        "--repeats",
+        "2",
+        "--json",
+        str(target),
+    ]
+    args += (
+        ["--preset", c.s.preset]
+        if c.s.smoke
+        else (["--weights", str(c.weights)] if c.real_weights else ["--preset", "dcmpnet"])
+    )
     try:
         proc = c.run(args, check=False)
     finally:  # inference.py rewrites its JSON after every case: keep what a timeout left
@@ -363,10 +462,27 @@ def step_inference(c: Check, r: StepResult) -> None:
 
 def step_compile(c: Check, r: StepResult) -> None:
     target = c.work / "inference-compile.json"
-    args = [c.python, "benchmarks/inference.py", "--device", c.s.device, "--sizes", str(c.s.compile_size),
-            "--precisions", *c.s.precisions[:2], "--repeats", "2", "--compile", "all", "--json", str(target)]
-    args += ["--preset", c.s.preset] if c.s.smoke else (["--weights", str(c.weights)] if c.real_weights else
-                                                          ["--preset", "dcmpnet"])
+    args = [
+        c.python,
+        "benchmarks/inference.py",
+        "--device",
+        c.s.device,
+        "--sizes",
+        str(c.s.compile_size),
+        "--precisions",
+        *c.s.precisions[:2],
+        "--repeats",
+        "2",
+        "--compile",
+        "all",
+        "--json",
+        str(target),
+    ]
+    args += (
+        ["--preset", c.s.preset]
+        if c.s.smoke
+        else (["--weights", str(c.weights)] if c.real_weights else ["--preset", "dcmpnet"])
+    )
     env = c.env
     if c.s.smoke:  # inductor's C++ build takes many minutes on small CPUs: check the plumbing only
         env = {**c.env, "TORCH_COMPILE_DISABLE": "1"}
@@ -424,8 +540,10 @@ def step_dehaze(c: Check, r: StepResult) -> None:
         return read_rgb(target), proc
 
     whole, _ = dehaze("whole", "--tile", "0")
-    for name, options in ((f"tile{c.s.forced_tile}", ("--tile", str(c.s.forced_tile))),
-                          (f"max-memory {c.s.small_budget}", ("--max-memory", c.s.small_budget))):
+    for name, options in (
+        (f"tile{c.s.forced_tile}", ("--tile", str(c.s.forced_tile))),
+        (f"max-memory {c.s.small_budget}", ("--max-memory", c.s.small_budget)),
+    ):
         try:
             output, _ = dehaze(name, *options)
         except CommandFailed as e:  # reported; the other runs go on
@@ -509,9 +627,23 @@ def step_video(c: Check, r: StepResult) -> None:
         r.figures["input"] = f"{frames} frames {width}×{height}"
         outputs = {b: c.work / f"frames-batch{b}" for b in (4, 1)}
     for batch, target in outputs.items():
-        proc = c.dcmp("video", str(source), str(target), "--weights", str(c.weights), "--device", c.s.device,
-                      "--batch", str(batch), "--max-frames", str(c.s.video_frames), "--crf", "0", "--overwrite",
-                      "--json")
+        proc = c.dcmp(
+            "video",
+            str(source),
+            str(target),
+            "--weights",
+            str(c.weights),
+            "--device",
+            c.s.device,
+            "--batch",
+            str(batch),
+            "--max-frames",
+            str(c.s.video_frames),
+            "--crf",
+            "0",
+            "--overwrite",
+            "--json",
+        )
         report = last_json(proc.stdout)
         video = report["videos"][0]
         r.figures[f"batch {report['batch']} frames/s"] = video["frames"] / max(video["seconds"], 1e-9)
@@ -525,8 +657,10 @@ def step_video(c: Check, r: StepResult) -> None:
     else:
         scores = [psnr(read_rgb(a), read_rgb(outputs[1] / a.name)) for a in sorted(outputs[4].glob("*.png"))]
         quality = min(scores) if scores else 0.0
-        levels = max(float(np.abs(read_rgb(a) - read_rgb(outputs[1] / a.name)).max()) * 255
-                     for a in sorted(outputs[4].glob("*.png")))
+        levels = max(
+            float(np.abs(read_rgb(a) - read_rgb(outputs[1] / a.name)).max()) * 255
+            for a in sorted(outputs[4].glob("*.png"))
+        )
     r.figures["batch 4 vs 1 min dB"] = quality
     r.figures["max |Δ| levels"] = levels
     if quality < MIN_SAME_RESULT_PSNR:
@@ -552,9 +686,31 @@ def _train_rows(run: Path) -> list[dict[str, Any]]:
 
 
 def _train_args(c: Check, data: Path, run: Path, precision: str, iters: int, *extra: str) -> list[str]:
-    return ["train", "--data", str(data), "--out", str(run), "--preset", c.s.preset, "--iters", str(iters),
-            "-b", str(c.s.batch), "--patch-size", str(c.s.patch), "--device", c.s.device, "--precision", precision,
-            "--workers", "0" if c.s.smoke else "2", "--set", f"log_every={c.s.log_every}", "--json", *extra]
+    return [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(run),
+        "--preset",
+        c.s.preset,
+        "--iters",
+        str(iters),
+        "-b",
+        str(c.s.batch),
+        "--patch-size",
+        str(c.s.patch),
+        "--device",
+        c.s.device,
+        "--precision",
+        precision,
+        "--workers",
+        "0" if c.s.smoke else "2",
+        "--set",
+        f"log_every={c.s.log_every}",
+        "--json",
+        *extra,
+    ]
 
 
 def _interrupt_and_resume(c: Check, data: Path, run: Path, precision: str) -> tuple[int, dict[str, Any]]:
@@ -564,8 +720,9 @@ def _interrupt_and_resume(c: Check, data: Path, run: Path, precision: str) -> tu
     c.write_log(f"\n$ {shlex.join(args)}  (SIGINT after iteration {c.s.stop_after}, then --resume)\n")
     output = c.work / f"{run.name}.output"
     with output.open("w") as sink:
-        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=c.env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            args, stdout=sink, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=c.env, start_new_session=True
+        )
         try:
             while proc.poll() is None:
                 if c.remaining() < 3:
@@ -593,8 +750,9 @@ def _interrupt_and_resume(c: Check, data: Path, run: Path, precision: str) -> tu
 def step_train(c: Check, r: StepResult) -> None:
     clear, data = c.work / "clear", c.work / "synth"
     c.python_code(MAKE_CLEAR, str(clear), str(c.s.clear_images), str(c.s.clear_side))
-    synth = last_json(c.dcmp("synth", str(clear), str(data), "--per-image", str(c.s.per_image), "--overwrite",
-                             "--json").stdout)
+    synth = last_json(
+        c.dcmp("synth", str(clear), str(data), "--per-image", str(c.s.per_image), "--overwrite", "--json").stdout
+    )
     r.figures["pairs"] = synth["hazy_images"]
     first, second = c.s.train_precisions
     fingerprints: dict[str, list[str]] = {}
@@ -604,8 +762,9 @@ def step_train(c: Check, r: StepResult) -> None:
         rows = _train_rows(run)
         speeds = [row["images_per_s"] for row in rows[1:]] or [row["images_per_s"] for row in rows]
         r.figures[f"{precision} images/s"] = float(np.median(speeds)) if speeds else 0.0
-        r.figures[f"{precision} loss first→last"] = (f"{rows[0]['loss_dehaze']:.4f}→{rows[-1]['loss_dehaze']:.4f}"
-                                                      if rows else "no rows")
+        r.figures[f"{precision} loss first→last"] = (
+            f"{rows[0]['loss_dehaze']:.4f}→{rows[-1]['loss_dehaze']:.4f}" if rows else "no rows"
+        )
         if summary["step"] != c.s.iters:
             r.fail(f"{precision}: ran {summary['step']} of {c.s.iters} iterations")
         if not all(math.isfinite(row["loss_dehaze"]) and math.isfinite(row["loss_depth"]) for row in rows):
@@ -618,8 +777,10 @@ def step_train(c: Check, r: StepResult) -> None:
     same = resumed["fingerprints"] == fingerprints[first]
     r.figures[f"{first} resumed == straight"] = same
     if not same:
-        r.fail(f"{first}: the interrupted and resumed run ended with other weights than the straight run "
-               "(CUDA non-determinism? see train.log for warnings)")
+        r.fail(
+            f"{first}: the interrupted and resumed run ended with other weights than the straight run "
+            "(CUDA non-determinism? see train.log for warnings)"
+        )
 
 
 def step_torchrun(c: Check, r: StepResult) -> None:
@@ -629,14 +790,25 @@ def step_torchrun(c: Check, r: StepResult) -> None:
         c.dcmp("synth", str(c.work / "clear"), str(data), "--per-image", str(c.s.per_image), "--overwrite")
     run = c.work / "run-torchrun"
     precision = c.s.train_precisions[0]
-    args = [c.python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "dcmp_cli",
-            *_train_args(c, data, run, precision, c.s.torchrun_iters)]
+    args = [
+        c.python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "dcmp_cli",
+        *_train_args(c, data, run, precision, c.s.torchrun_iters),
+    ]
     summary = last_json(c.run(args).stdout)
     rows = _train_rows(run)
     r.figures["iterations"] = summary["step"]
     r.figures["images/s"] = float(np.median([row["images_per_s"] for row in rows])) if rows else 0.0
-    r.notes.append("WORLD_SIZE=1: dcmp starts no process group for one process; NCCL itself is checked by "
-                   "tests/test_cuda.py::test_nccl_collectives_and_ddp_in_a_one_process_group")
+    r.notes.append(
+        "WORLD_SIZE=1: dcmp starts no process group for one process; NCCL itself is checked by "
+        "tests/test_cuda.py::test_nccl_collectives_and_ddp_in_a_one_process_group"
+    )
     if summary["step"] != c.s.torchrun_iters or len(summary["fingerprints"]) != 1:
         r.fail(f"torchrun run ended at {summary['step']} of {c.s.torchrun_iters} iterations")
 
@@ -661,8 +833,11 @@ def capped_cli(cap: str, argv: list[str]) -> None:
 
 
 def prepare_weights(c: Check) -> None:
-    found = None if c.s.smoke else (Path(os.environ["DCMP_GPU_WEIGHTS"]) if os.environ.get("DCMP_GPU_WEIGHTS")
-                                     else find_asset(WEIGHTS_NAME))
+    found = (
+        None
+        if c.s.smoke
+        else (Path(os.environ["DCMP_GPU_WEIGHTS"]) if os.environ.get("DCMP_GPU_WEIGHTS") else find_asset(WEIGHTS_NAME))
+    )
     if found is not None and found.is_file():
         c.weights, c.real_weights = found, True
     else:
@@ -679,8 +854,9 @@ def prepare_weights(c: Check) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "gpu-check-out"))
-    parser.add_argument("--work", type=Path, help="keep intermediate files here (default: a temporary folder, "
-                        "removed at the end)")
+    parser.add_argument(
+        "--work", type=Path, help="keep intermediate files here (default: a temporary folder, removed at the end)"
+    )
     parser.add_argument("--smoke", action="store_true", help="CPU, tiny preset, tiny sizes: the plumbing check")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--budget", type=float, help="seconds for the whole run (default 450 on the GPU, 900 smoke)")
@@ -703,13 +879,25 @@ def main() -> None:
     budget = args.budget or (900.0 if args.smoke else 450.0)
     c = Check(args.out, work, settings, budget, args.python)
     limits = SMOKE_LIMITS if args.smoke else GPU_LIMITS
-    logs = {"env": "env.log", "pytest": "pytest.log", "inference": "inference.log", "dehaze": "dehaze.log",
-            "video": "video.log", "train": "train.log", "torchrun": "train.log", "compile": "inference.log"}
+    logs = {
+        "env": "env.log",
+        "pytest": "pytest.log",
+        "inference": "inference.log",
+        "dehaze": "dehaze.log",
+        "video": "video.log",
+        "train": "train.log",
+        "torchrun": "train.log",
+        "compile": "inference.log",
+    }
     bodies: dict[str, Callable[[StepResult], None]] = {
-        "env": lambda r: step_env(c, r), "pytest": lambda r: step_pytest(c, r),
-        "inference": lambda r: step_inference(c, r), "dehaze": lambda r: step_dehaze(c, r),
-        "video": lambda r: step_video(c, r), "train": lambda r: step_train(c, r),
-        "torchrun": lambda r: step_torchrun(c, r), "compile": lambda r: step_compile(c, r),
+        "env": lambda r: step_env(c, r),
+        "pytest": lambda r: step_pytest(c, r),
+        "inference": lambda r: step_inference(c, r),
+        "dehaze": lambda r: step_dehaze(c, r),
+        "video": lambda r: step_video(c, r),
+        "train": lambda r: step_train(c, r),
+        "torchrun": lambda r: step_torchrun(c, r),
+        "compile": lambda r: step_compile(c, r),
     }
     print(f"dcmp GPU check: steps {', '.join(steps)}; out {args.out}; work {work}; budget {budget:.0f} s", flush=True)
     c.step("env", "env.log", bodies["env"], limits["env"])  # always: the other steps read what it found
@@ -722,11 +910,20 @@ def main() -> None:
         if name != "env":
             c.step(name, logs[name], bodies[name], limits[name])
     (args.out / "summary.txt").write_text(c.summary())
-    (args.out / "results.json").write_text(json.dumps({
-        "info": c.info, "smoke": args.smoke,
-        "steps": {k: {"status": v.status, "seconds": round(v.seconds, 1), "figures": v.figures, "notes": v.notes}
-                  for k, v in c.results.items()},
-    }, indent=2, default=str))
+    (args.out / "results.json").write_text(
+        json.dumps(
+            {
+                "info": c.info,
+                "smoke": args.smoke,
+                "steps": {
+                    k: {"status": v.status, "seconds": round(v.seconds, 1), "figures": v.figures, "notes": v.notes}
+                    for k, v in c.results.items()
+                },
+            },
+            indent=2,
+            default=str,
+        )
+    )
     print(c.summary(), flush=True)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -58,7 +58,11 @@ WEIGHTS_NAME = "dcmpnet-sots-briefly-trained.pth"
 
 def real_weights() -> Path:
     """The briefly trained published-format checkpoint, or skip: $DCMP_GPU_WEIGHTS, .gpu-assets/, ../shared."""
-    candidates = [os.environ.get("DCMP_GPU_WEIGHTS"), ROOT / ".gpu-assets" / WEIGHTS_NAME, SHARED / "weights" / WEIGHTS_NAME]
+    candidates = [
+        os.environ.get("DCMP_GPU_WEIGHTS"),
+        ROOT / ".gpu-assets" / WEIGHTS_NAME,
+        SHARED / "weights" / WEIGHTS_NAME,
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
@@ -143,8 +147,11 @@ def test_reduced_precision_on_cuda_stays_close_and_keeps_fp32_statistics(precisi
 
     dtype = torch.float16 if precision == "fp16" else torch.bfloat16
     x = (image.to(CUDA) * 2 - 1).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=dtype), \
-            global_statistics(reduced_predictor.model, RecordStats()) as recorder:
+    with (
+        torch.inference_mode(),
+        torch.autocast("cuda", dtype=dtype),
+        global_statistics(reduced_predictor.model, RecordStats()) as recorder,
+    ):
         reduced_predictor.model(x)
     dtypes = {key: {str(v.dtype) for v in values} for key, values in recorder.values.items()}
     assert dtypes and all(kinds == {"torch.float32"} for kinds in dtypes.values()), dtypes
@@ -292,8 +299,17 @@ def pairs(tmp_path_factory) -> Path:
 
 
 def cuda_config(data: Path, **values) -> TrainConfig:
-    base = {"data": str(data), "preset": "dcmpnet-tiny", "batch_size": 2, "patch_size": 32, "num_workers": 0,
-            "device": "cuda", "log_every": 1, "seed": 7, "deterministic": True}
+    base = {
+        "data": str(data),
+        "preset": "dcmpnet-tiny",
+        "batch_size": 2,
+        "patch_size": 32,
+        "num_workers": 0,
+        "device": "cuda",
+        "log_every": 1,
+        "seed": 7,
+        "deterministic": True,
+    }
     return build_config(None, {**base, **values})
 
 
@@ -323,7 +339,9 @@ def _differences(a: dict, b: dict) -> dict[str, float]:
         for index, slot in a[key]["state"].items():
             for name, tensor in slot.items():
                 if not torch.equal(tensor, b[key]["state"][index][name]):
-                    out[f"{key}[{index}].{name}"] = (tensor.double() - b[key]["state"][index][name].double()).abs().max().item()
+                    out[f"{key}[{index}].{name}"] = (
+                        (tensor.double() - b[key]["state"][index][name].double()).abs().max().item()
+                    )
     return out
 
 
@@ -419,8 +437,15 @@ def test_nccl_collectives_and_ddp_in_a_one_process_group(tmp_path):
     if not torch.distributed.is_nccl_available():
         pytest.fail("this PyTorch build has no NCCL")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-c", NCCL_SCRIPT, str(tmp_path / "store")], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", NCCL_SCRIPT, str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["backend"] == "nccl" and result["wrapper"] == "DistributedDataParallel"
@@ -433,9 +458,36 @@ def test_nccl_collectives_and_ddp_in_a_one_process_group(tmp_path):
 
 @pytest.mark.slow
 def test_one_process_torchrun_trains_on_the_gpu(pairs, tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "dcmp_cli",
-               "train", "--data", str(pairs), "--out", str(tmp_path / "run"), "--iters", "2", "--preset", "dcmpnet-tiny",
-               "-b", "2", "--patch-size", "32", "--workers", "0", "--device", "cuda", "--set", "log_every=1", "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "dcmp_cli",
+        "train",
+        "--data",
+        str(pairs),
+        "--out",
+        str(tmp_path / "run"),
+        "--iters",
+        "2",
+        "--preset",
+        "dcmpnet-tiny",
+        "-b",
+        "2",
+        "--patch-size",
+        "32",
+        "--workers",
+        "0",
+        "--device",
+        "cuda",
+        "--set",
+        "log_every=1",
+        "--json",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
