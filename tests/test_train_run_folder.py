@@ -219,4 +219,4 @@ def test_new_and_resume_rules_say_what_to_do_without_naming_options(dataset, tmp
     # The command adds its options.
     result = runner.invoke(app, ["train", "--data", str(dataset), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    assert "pass --resume to continue it, or choose another --out" in " ".join(result.output.split())
+    assert "--resume continues it; --out names another folder" in " ".join(result.output.split())

@@ -170,7 +170,11 @@ def library_errors() -> Iterator[None]:
     try:
         yield
     except NoImagesError as e:
-        fail(str(e) if e.recursive else f"{e}: add --recursive to look in sub-folders")
+        if e.recursive:
+            fail(str(e))
+        from dcmp_cli.data.image_io import IMAGE_EXTENSIONS
+
+        fail(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {e.path}; add --recursive to look in sub-folders")
     except ShardError as e:
         fail(f"--shard: {e}")
     except PlanError as e:

@@ -56,9 +56,8 @@ def depth_cli(
         typer.Option(
             "--method",
             "-m",
-            help="dcmp (DCMPNet's depth network, needs weights), dcp (−ln t of the dark "
-            "channel prior, hazy input only), or auto: dcmp when depth weights are found, else the weight-free "
-            "default's −ln t.",
+            help="dcmp (DCMPNet's depth network, needs weights); layered or dcp (−ln t of that weight-free method's "
+            "transmission, hazy input only); auto: dcmp when depth weights are found, else layered.",
         ),
     ] = Method.AUTO,
     weights: Annotated[Path | None, weights_option("Depth-network", "DCMP_DEPTH_WEIGHTS")] = None,

@@ -145,8 +145,9 @@ def eval_cli(
         typer.Option(
             "--method",
             "-m",
-            help="Repeatable. dcp: dark channel prior. dcmp: DCMPNet, one row per --weights (default weights if "
-            "none). none: the hazy input itself (baseline). auto: dcmp if weights are found, else dcp. "
+            help="Repeatable. layered: the weight-free default. dcp: the classic dark channel prior. dcmp: DCMPNet, "
+            "one row per --weights (default weights if none). none: the hazy input itself (baseline). auto: dcmp if "
+            "weights are found, else layered. "
             "Default: dcmp with --weights, else auto.",
             show_default=False,
         ),

@@ -150,9 +150,9 @@ CONFIG_HINTS = {
 }
 #: What to do about a run-folder problem, in options.
 RUN_FOLDER_HINTS = {
-    "exists": "pass --resume to continue it, or choose another --out",
-    "nothing_to_resume": "start a new run there without --resume",
-    "recipe_changed": "start a new run (another --out) to change them",
+    "exists": "--resume continues it; --out names another folder",
+    "nothing_to_resume": "drop --resume to start one",
+    "recipe_changed": "--out names another folder",
 }
 
 

@@ -315,6 +315,10 @@ def plan_video_job(
     if input.is_dir():
         videos, others = find_videos(input, recursive)
     elif input.is_file():
+        try:
+            probe_video(input)  # a single file that is no video fails here, before a model is loaded
+        except VideoError as e:
+            raise VideoPlanError(f"{input}: {e}") from None
         videos, others = [input], []
     else:
         raise VideoPlanError(f"input not found: {input}")
