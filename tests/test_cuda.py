@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, synthetic_hazy, write_png
 from PIL import Image
 
 from dcmp_cli.core.checkpoint import read_checkpoint
@@ -40,6 +39,8 @@ from dcmp_cli.training.events import TrainEvents
 from dcmp_cli.training.metrics_log import read_metrics
 from dcmp_cli.training.signals import StopSignal
 from dcmp_cli.training.trainer import train
+
+from helpers import SHARED, synthetic_hazy, write_png
 
 pytestmark = [
     pytest.mark.cuda,
