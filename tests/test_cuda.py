@@ -34,10 +34,10 @@ from dcmp_cli.data.image_io import image_to_tensor
 from dcmp_cli.data.video.testclips import hazy_clip
 from dcmp_cli.models import create_model
 from dcmp_cli.models.global_stats import RecordStats, global_statistics
+from dcmp_cli.signals import StopSignal
 from dcmp_cli.training.config import TrainConfig, build_config
 from dcmp_cli.training.events import TrainEvents
 from dcmp_cli.training.metrics_log import read_metrics
-from dcmp_cli.training.signals import StopSignal
 from dcmp_cli.training.trainer import train
 
 from helpers import SHARED, synthetic_hazy, write_png
