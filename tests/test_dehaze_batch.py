@@ -253,7 +253,7 @@ def _slow_batch(root: Path, count: int) -> None:
         write_image(root / f"img{i:03d}.png", _hazy(160, 200, seed=i))
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGKILL, marks=pytest.mark.slow)])
 def test_killed_batch_leaves_no_partial_files_and_resumes(tmp_path, tiny_dehaze_ckpt, sig):
     src, out = tmp_path / "in", tmp_path / "out"
     _slow_batch(src, 40)

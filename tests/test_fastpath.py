@@ -133,6 +133,7 @@ def test_predictors_agree_with_and_without_the_fast_path():
     assert (tiled_plain - tiled_fast).abs().max() < 1e-5
 
 
+@pytest.mark.slow
 def test_fast_path_on_a_real_photo_with_real_weights(trained_weights):
     """≥ 50 dB between fast and plain outputs on a real image."""
     photo = read_image(shared_path("data", "real", "rtts_BJ_Baidu_544.jpeg")).rgb[:192, :256]

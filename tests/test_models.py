@@ -9,8 +9,17 @@ from dcmp_cli.models import DehazeNet, DepthNet, create_model, list_presets
 from dcmp_cli.models.global_stats import RecordStats, ReplayStats, global_statistics
 
 
-@pytest.mark.parametrize("preset", ["dcmpnet", "dcmpnet-tiny"])
-@pytest.mark.parametrize("size", [(32, 32), (37, 53), (61, 45)])
+@pytest.mark.parametrize(
+    "preset, size",
+    [
+        ("dcmpnet-tiny", (32, 32)),
+        ("dcmpnet-tiny", (37, 53)),
+        ("dcmpnet-tiny", (61, 45)),
+        ("dcmpnet", (37, 53)),
+        pytest.param("dcmpnet", (32, 32), marks=pytest.mark.slow),
+        pytest.param("dcmpnet", (61, 45), marks=pytest.mark.slow),
+    ],
+)
 def test_dehaze_output_shapes(preset, size):
     torch.manual_seed(0)
     model = create_model(preset, "dehaze").eval()
