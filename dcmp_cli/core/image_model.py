@@ -86,10 +86,6 @@ class ImageModel(ABC):
         """A state for :meth:`run` that averages the image-global quantities over frames with
         an exponential moving average; ``smooth`` in [0, 1) is the weight of the past."""
 
-    def describe(self) -> str:
-        """One line: what runs, and where."""
-        return self.method if self.weights is None else f"{self.method} ({self.weights}) on {self.device}"
-
 
 class Dehazer(ImageModel):
     """An :class:`ImageModel` that restores hazy images: ``dehazer(image)`` returns the same kind."""

@@ -26,7 +26,7 @@ when frames run one by one, so batching changes throughput, not the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -137,12 +137,6 @@ class SequentialStats(StatsPolicy):
         self.starts = list(starts)
         self._base = dict(self.state)
         self._cursor = {}
-
-    def snapshot(self) -> dict[str, StatTuple]:
-        return dict(self.state)
-
-    def restore(self, state: Mapping[str, StatTuple]) -> None:
-        self.state = dict(state)
 
     def resolve(self, key: str, compute: Callable[[], StatTuple]) -> StatTuple:
         current = tuple(v.detach() for v in compute())
