@@ -10,17 +10,23 @@ particular come out up to tens of percent off (``docs/tiling.md`` has the figure
 :func:`tiled_forward` therefore works in three steps, every one in bounded memory:
 
 1. **Statistics pass**: the network on the image area-downscaled by an integer factor
-   to at most ``stats_pixels`` pixels; every statistic is recorded (``S0``).
-2. **Accumulation sweep** (only when step 1 was downscaled): the network on the
-   full-resolution tiles of step 3, replaying ``S0`` and summing the moments of the instance
-   norms' inputs over each tile's core (cores partition the image), so that they come
-   out as a whole-image pass with ``S0`` upstream would compute them (exactly, but for
-   the tile borders: the overlap gives each core context). Each tile stops right after
-   the last instance norm. The instance norms re-standardise their
-   input, so with them taken at full resolution the errors of ``S0`` upstream largely
-   cancel, as long as the tiles of step 3 see the same ``S0`` upstream.
+   to at most ``stats_pixels`` pixels; every statistic is recorded (``S0``). An image
+   that needs no downscaling gets its whole-image result from this pass: done.
+2. **Accumulation sweep**: the network on the full-resolution tiles of step 3,
+   replaying ``S0`` and summing the moments of the instance norms' inputs over each
+   tile's core (cores partition the image), so that they come out as a whole-image pass
+   with ``S0`` upstream would compute them (exactly, but for the tile borders: the
+   overlap gives each core context). Each tile stops right after the last instance
+   norm. The instance norms re-standardise their input, so with them taken at full
+   resolution the errors of ``S0`` upstream largely cancel, as long as the tiles of
+   step 3 see the same ``S0`` upstream.
 3. **Tiles**: every tile replays ``S0`` with the accumulated instance-norm statistics,
    and the tiles are blended (:func:`dcmp_cli.core.tiling.tiled_apply`).
+
+Everything a tile computes upstream of the instance norms is the same in steps 2 and 3
+(same tile, same ``S0``), and it is 96 % of DehazeNet's work. :class:`ReuseOutputs`
+keeps it from step 2, within a memory budget, so that step 3 runs little more than the
+decoder; the result is unchanged (bit for bit).
 
 A ``stats`` policy (video smoothing) decides every final value once: during step 1 for
 the statistics that are not accumulated, after step 2 for those that are.
