@@ -569,3 +569,13 @@ def test_predictor_reuse_leaves_the_result_unchanged():
         predictor._bytes_per_pixel = 4096.0
         assert predictor.plan(1000, 1000) == side
         assert predictor._reuse_bytes() == (256 * 256 * 4096 // 2 if reuse_memory is None else 0)
+
+
+def test_statistics_pass_stays_within_the_memory_budget():
+    predictor = _tiny_predictor(TileSettings(max_memory=300 * 300 * 4096))
+    predictor._bytes_per_pixel = 4096.0
+    assert predictor._stats_pixels(128) == 300 * 300  # not 512², which the budget cannot hold
+    assert predictor._stats_pixels(512) == 512 * 512  # never below one tile
+    roomy = _tiny_predictor(TileSettings(max_memory=2**34))
+    roomy._bytes_per_pixel = 4096.0
+    assert roomy._stats_pixels(128) == 512 * 512

@@ -70,8 +70,9 @@ class TileSettings:
     (N rounded down to the 32-pixel grid, or raised so that the overlap fits; ``note``
     says so in one line, else None); impossible values raise
     :class:`~dcmp_cli.core.tiling.TileRequestError`. ``max_memory``: activation budget in
-    bytes (None = free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: minimum size
-    of the downscaled statistics pass. ``batch_tiles``: tiles per forward pass (None =
+    bytes (None = free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: size of the
+    downscaled statistics pass (less where the activation budget does not hold it, never
+    below one tile). ``batch_tiles``: tiles per forward pass (None =
     as many as fit, up to 8, on GPUs; 1 on the CPU). ``reuse_memory``: bytes of RAM for
     the features the final tiles take over from the statistics sweep instead of
     recomputing them (None = half the activation budget on the CPU, automatic tiles then
@@ -235,6 +236,11 @@ class Predictor(ImageModel):
             return 0
         return self._budget() // 2 if self._reuse_in_budget() else activation_budget(torch.device("cpu"))
 
+    def _stats_pixels(self, tile: int) -> int:
+        """Size of the statistics pass: ``stats_pixels``, less where the budget is smaller, never below a tile."""
+        fitting = int(self._budget() / self.bytes_per_pixel())
+        return max(tile * tile, min(self.tiling.stats_pixels, fitting))
+
     def _tiles_per_batch(self, tile: int) -> int:
         if self.tiling.batch_tiles is not None:
             return max(1, self.tiling.batch_tiles)
@@ -267,7 +273,7 @@ class Predictor(ImageModel):
                 images[i : i + 1],
                 tile,
                 self.tiling.overlap,
-                stats_pixels=max(tile * tile, self.tiling.stats_pixels),
+                stats_pixels=self._stats_pixels(tile),
                 stats=stats,
                 batch_tiles=self._tiles_per_batch(tile),
                 progress=progress,
