@@ -156,15 +156,17 @@ def environment(device: torch.device) -> dict[str, Any]:
     }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info.update({
-            "hardware": torch.cuda.get_device_name(device),
-            "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "gpu_memory_bytes": props.total_memory,
-            "compute_capability": f"{props.major}.{props.minor}",
-            "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        })
+        info.update(
+            {
+                "hardware": torch.cuda.get_device_name(device),
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "gpu_memory_bytes": props.total_memory,
+                "compute_capability": f"{props.major}.{props.minor}",
+                "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+                "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            }
+        )
     else:
         info["hardware"] = platform.processor() or platform.machine()
     return info
@@ -176,15 +178,26 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS if DEFAULT_WEIGHTS.exists() else None)
     parser.add_argument("--preset", help="random weights of this preset instead of --weights (e.g. dcmpnet-tiny)")
     parser.add_argument("--sizes", type=int, nargs="*", help="square sizes (default: 256 512 1024, +2048 on CUDA)")
-    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
-                        help="precisions to measure (default: fp32 and bf16 on the CPU, fp32, fp16 and bf16 on GPUs); "
-                        "fp32 always runs as the reference")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS,
+        help="precisions to measure (default: fp32 and bf16 on the CPU, fp32, fp16 and bf16 on GPUs); "
+        "fp32 always runs as the reference",
+    )
     parser.add_argument("--large", action="store_true", help="also a 12 MP (4000×3000) image, auto-tiled")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--compile", nargs="?", const="fp32", default="none", choices=["none", "fp32", "all"],
-                        help="also the torch.compile'd fast path: fp32 (the bare flag) or every measured precision")
-    parser.add_argument("--compile-sizes", type=int, nargs="+",
-                        help="sizes with compiled cases (default: every size up to 2 MP)")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="fp32",
+        default="none",
+        choices=["none", "fp32", "all"],
+        help="also the torch.compile'd fast path: fp32 (the bare flag) or every measured precision",
+    )
+    parser.add_argument(
+        "--compile-sizes", type=int, nargs="+", help="sizes with compiled cases (default: every size up to 2 MP)"
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
 
@@ -213,37 +226,62 @@ def main() -> None:
     shapes = [(s, s) for s in sizes] + ([(3000, 4000)] if args.large else [])
 
     def predictor(case: Case) -> DehazePredictor:
-        return DehazePredictor(copy.deepcopy(plain), device, case.precision,  # type: ignore[arg-type]
-                               fast=case.path != "plain", compile=case.path == "compiled",
-                               tiling=TileSettings(tile=case.tile))
+        return DehazePredictor(
+            copy.deepcopy(plain),
+            device,
+            case.precision,  # type: ignore[arg-type]
+            fast=case.path != "plain",
+            compile=case.path == "compiled",
+            tiling=TileSettings(tile=case.tile),
+        )
 
-    cases = [((h, w), plan_cases(h, w, precisions, compile_precisions, not args.compile_sizes or h in args.compile_sizes))
-             for h, w in shapes]
+    cases = [
+        ((h, w), plan_cases(h, w, precisions, compile_precisions, not args.compile_sizes or h in args.compile_sizes))
+        for h, w in shapes
+    ]
     env = environment(device)
-    print(f"device {device} ({env['hardware']}), torch {torch.__version__}"
-          + (f", CUDA {env['cuda']}, cuDNN {env['cudnn']}" if device.type == "cuda" else "")
-          + f", {torch.get_num_threads()} CPU threads; weights: {weights}")
+    print(
+        f"device {device} ({env['hardware']}), torch {torch.__version__}"
+        + (f", CUDA {env['cuda']}, cuDNN {env['cudnn']}" if device.type == "cuda" else "")
+        + f", {torch.get_num_threads()} CPU threads; weights: {weights}"
+    )
     print(f"network: {per_pixel / 1e6:.3f} MFLOP per pixel ({per_pixel * 65536 / 1e9:.1f} GFLOP at 256×256)")
     print(f"measured matmul peak ({n}²): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
-    header = (f"{'size':>11} {'path':>8} {'prec':>5} {'tiles':>6} {'first s':>8} {'ms/img':>9} {'MP/s':>7} "
-              f"{'peak MiB':>9} {'GFLOP/s':>8} {'of peak':>7} {'PSNR vs fp32':>12}")
+    header = (
+        f"{'size':>11} {'path':>8} {'prec':>5} {'tiles':>6} {'first s':>8} {'ms/img':>9} {'MP/s':>7} "
+        f"{'peak MiB':>9} {'GFLOP/s':>8} {'of peak':>7} {'PSNR vs fp32':>12}"
+    )
     print(header)
     results: list[dict[str, Any]] = []
     speedups: dict[str, float] = {}
 
     def write_json() -> None:
         if args.json:
-            args.json.write_text(json.dumps({
-                **env, "weights": weights, "flops_per_pixel": per_pixel, "matmul_size": n, "matmul_peak_gflops": peaks,
-                "results": results, "speedup_fast_vs_plain": speedups,
-            }, indent=2))
+            args.json.write_text(
+                json.dumps(
+                    {
+                        **env,
+                        "weights": weights,
+                        "flops_per_pixel": per_pixel,
+                        "matmul_size": n,
+                        "matmul_peak_gflops": peaks,
+                        "results": results,
+                        "speedup_fast_vs_plain": speedups,
+                    },
+                    indent=2,
+                )
+            )
 
     for (h, w), plan in cases:
         image = test_image(h, w)
         reference = None
         for case in plan:
-            row: dict[str, Any] = {"size": [h, w], "megapixels": h * w / 1e6, "path": case.path,
-                                   "precision": case.precision}
+            row: dict[str, Any] = {
+                "size": [h, w],
+                "megapixels": h * w / 1e6,
+                "path": case.path,
+                "precision": case.precision,
+            }
             try:
                 pred = predictor(case)
                 row["tile"] = pred.plan(h, w)
@@ -262,25 +300,35 @@ def main() -> None:
             if reference is not None and output is not reference:
                 quality, difference = psnr(output, reference), (output - reference).abs().max().item()
             gflops = per_pixel * h * w / seconds / 1e9
-            row.update({
-                "first_call_s": first, "ms_per_image": seconds * 1e3, "megapixels_per_s": h * w / 1e6 / seconds,
-                "peak_bytes": peak, "gflops": gflops, "fraction_of_peak": gflops / peaks[case.precision],
-                "psnr_vs_reference": quality,
-                "max_abs_diff_vs_reference": difference,
-            })
+            row.update(
+                {
+                    "first_call_s": first,
+                    "ms_per_image": seconds * 1e3,
+                    "megapixels_per_s": h * w / 1e6 / seconds,
+                    "peak_bytes": peak,
+                    "gflops": gflops,
+                    "fraction_of_peak": gflops / peaks[case.precision],
+                    "psnr_vs_reference": quality,
+                    "max_abs_diff_vs_reference": difference,
+                }
+            )
             results.append(row)
             write_json()  # after every case, so that a run stopped early keeps what it measured
             tiles = str(row["tile"]) if row["tile"] else "whole"
             peak_text = f"{peak / 2**20:9.0f}" if peak is not None else f"{'-':>9}"
             quality_text = "reference" if quality is None else ("exact" if math.isinf(quality) else f"{quality:.1f} dB")
-            print(f"{w:>5}×{h:<5} {case.path:>8} {case.precision:>5} {tiles:>6} {first:8.2f} {seconds * 1e3:9.1f} "
-                  f"{h * w / 1e6 / seconds:7.3f} {peak_text} {gflops:8.1f} {gflops / peaks[case.precision]:6.0%} "
-                  f"{quality_text:>12}")
+            print(
+                f"{w:>5}×{h:<5} {case.path:>8} {case.precision:>5} {tiles:>6} {first:8.2f} {seconds * 1e3:9.1f} "
+                f"{h * w / 1e6 / seconds:7.3f} {peak_text} {gflops:8.1f} {gflops / peaks[case.precision]:6.0%} "
+                f"{quality_text:>12}"
+            )
             del pred
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     for (h, w), _ in cases:
-        rows = {(r["path"], r["precision"], r.get("tile")): r for r in results if r["size"] == [h, w] and "error" not in r}
+        rows = {
+            (r["path"], r["precision"], r.get("tile")): r for r in results if r["size"] == [h, w] and "error" not in r
+        }
         plain_row, fast_row = rows.get(("plain", "fp32", 0)), rows.get(("fast", "fp32", 0))
         if plain_row and fast_row:
             speedups[f"{w}x{h}"] = plain_row["ms_per_image"] / fast_row["ms_per_image"]

@@ -1,15 +1,19 @@
 """Peak memory and time of `dcmp dehaze` on a large photo (default 4000×3000 = 12 MP), CPU.
 
     python benchmarks/large_image.py --weights ../shared/weights/dcmpnet-sots-briefly-trained.pth
+    python benchmarks/large_image.py --weights W --megapixels 40 --extra --max-memory 1G
 
-Builds the test photo by upscaling a real hazy image (or a synthetic scene), runs the CLI in
-a child process with default options (auto tiles), and reports wall time and the child's
-peak resident memory (ru_maxrss).
+Builds the test photo by upscaling a real hazy image (or a synthetic scene) to the size
+asked (``--megapixels`` at 4:3, or ``--width``/``--height``), runs the CLI in a child
+process with default options (auto tiles) plus ``--extra``, and reports wall time and the
+child's peak resident memory (ru_maxrss). Check that RAM allows: about 0.1 GiB per
+megapixel on top of the budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import resource
 import subprocess
 import sys
@@ -39,19 +43,25 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="dehazing checkpoint (default: the prior)")
     parser.add_argument("--width", type=int, default=4000)
     parser.add_argument("--height", type=int, default=3000)
+    parser.add_argument("--megapixels", type=float, help="photo size at 4:3 (overrides --width/--height)")
+    parser.add_argument("--output", default="out.jpg", help="output file name (its type: .jpg, .png, .tif)")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="further dcmp dehaze options")
     args = parser.parse_args()
+    if args.megapixels:
+        args.width = round(math.sqrt(args.megapixels * 1e6 * 4 / 3) / 4) * 4
+        args.height = args.width * 3 // 4
     with tempfile.TemporaryDirectory() as tmp:
         photo = Path(tmp) / "big.jpg"
         make_photo(photo, args.width, args.height)
-        cmd = [sys.executable, "-m", "dcmp_cli", "dehaze", str(photo), str(Path(tmp) / "out.jpg"), "--device", "cpu"]
+        output = Path(tmp) / args.output
+        cmd = [sys.executable, "-m", "dcmp_cli", "dehaze", str(photo), str(output), "--device", "cpu"]
         cmd += ["--weights", str(args.weights)] if args.weights else ["--method", "dcp"]
         cmd += args.extra
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-        ok = proc.returncode == 0 and read_image(Path(tmp) / "out.jpg").rgb.shape[:2] == (args.height, args.width)
+        ok = proc.returncode == 0 and read_image(output).rgb.shape[:2] == (args.height, args.width)
     print(
         f"command: dcmp dehaze {args.width}x{args.height} photo ({args.width * args.height / 1e6:.1f} MP) "
         f"{'--weights ' + str(args.weights) if args.weights else '--method dcp'} --device cpu {' '.join(args.extra)}"

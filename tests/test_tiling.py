@@ -12,9 +12,15 @@ from dcmp_cli.core.checkpoint import read_checkpoint
 from dcmp_cli.core.device import resolve_device
 from dcmp_cli.core.predictor import DehazePredictor, TileMemoryError, TileSettings
 from dcmp_cli.core.tiled_inference import (
+    DEHAZE_REUSE_ENCODER,
+    DEHAZE_REUSE_PRIORS,
+    ReuseOutputs,
+    accumulate_statistics,
     downscale_for_stats,
     is_instance_norm,
+    reuse_plans,
     statistic_modules,
+    statistics_pass,
     stats_factors,
     tiled_forward,
 )
@@ -81,9 +87,14 @@ def test_tile_requests_are_normalised_once_keeping_the_overlap(tile, overlap, ex
     assert (settings.tile, settings.overlap, settings.note) == (request.tile, overlap, request.note)
 
 
-@pytest.mark.parametrize("tile, overlap, message", [(16, 32, "tile size must be 0 (whole image) or at least 32"),
-                                                    (-64, 32, "tile size must be 0"),
-                                                    (256, -1, "tile overlap must be ≥ 0")])
+@pytest.mark.parametrize(
+    "tile, overlap, message",
+    [
+        (16, 32, "tile size must be 0 (whole image) or at least 32"),
+        (-64, 32, "tile size must be 0"),
+        (256, -1, "tile overlap must be ≥ 0"),
+    ],
+)
 def test_impossible_tile_requests_raise_a_typed_error_without_cli_flags(tile, overlap, message):
     with pytest.raises(TileRequestError, match=re.escape(message)) as error:
         normalize_tiles(tile, overlap)
@@ -226,8 +237,9 @@ class _OutOfMemoryAbove(DehazePredictor):
 def test_out_of_memory_retries_with_smaller_tiles():
     notices = []
     torch.manual_seed(0)
-    predictor = _OutOfMemoryAbove(create_model("dcmpnet-tiny"), CPU, tiling=TileSettings(tile=256, stats_pixels=64 * 64),
-                                  on_notice=notices.append)
+    predictor = _OutOfMemoryAbove(
+        create_model("dcmpnet-tiny"), CPU, tiling=TileSettings(tile=256, stats_pixels=64 * 64), on_notice=notices.append
+    )
     predictor.limit = 128 * 128
     out = predictor(torch.rand(1, 3, 300, 300))
     assert out.shape == (1, 3, 300, 300)
@@ -240,6 +252,21 @@ def test_out_of_memory_at_the_smallest_tile_says_what_to_do():
     with pytest.raises(TileMemoryError, match="lower the memory budget, or run on the CPU") as caught:
         predictor(torch.rand(1, 3, 300, 300))
     assert caught.value.tile == 64 and caught.value.device == CPU
+
+
+def test_a_probe_that_runs_out_of_memory_gives_the_conservative_estimate():
+    from dcmp_cli.core.memory import FALLBACK_BYTES_PER_PIXEL, measure_bytes_per_pixel
+
+    def tight(x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+
+    assert measure_bytes_per_pixel(tight, CPU) == FALLBACK_BYTES_PER_PIXEL
+
+    def broken(x):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        measure_bytes_per_pixel(broken, CPU)
 
 
 def test_other_errors_are_not_retried():
@@ -258,8 +285,9 @@ def _psnr_8bit(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("photo, box", [("real/classic_canyon.png", None),
-                                        ("real_more/fattal_cabin-fog.png", (0, 128, 480, 640))])
+@pytest.mark.parametrize(
+    "photo, box", [("real/classic_canyon.png", None), ("real_more/fattal_cabin-fog.png", (0, 128, 480, 640))]
+)
 def test_tiles_match_the_whole_image_with_real_weights(trained_weights, photo, box):
     """Tiled (256) vs whole-image ≥ 45 dB with real weights (8-bit); naive tiling is far worse.
 
@@ -297,12 +325,29 @@ def test_cli_tile_options(tmp_path, tiny_dehaze_ckpt):
     _, hazy, _ = synthetic_hazy(130, 100, seed=1)
     source = write_png(tmp_path / "in.png", hazy)
     runner = CliRunner()
-    ok = runner.invoke(app, ["dehaze", str(source), str(tmp_path / "out.png"), "-w", str(tiny_dehaze_ckpt),
-                             "--tile", "64", "--tile-overlap", "16", "--max-memory", "1G"])
+    ok = runner.invoke(
+        app,
+        [
+            "dehaze",
+            str(source),
+            str(tmp_path / "out.png"),
+            "-w",
+            str(tiny_dehaze_ckpt),
+            "--tile",
+            "64",
+            "--tile-overlap",
+            "16",
+            "--max-memory",
+            "1G",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert read_image(tmp_path / "out.png").rgb.shape == (130, 100, 3)
-    for args, message in ((["--tile", "20"], "at least 32"), (["--tile", "big"], "--tile must be auto"),
-                          (["--max-memory", "lots"], "cannot read memory size")):
+    for args, message in (
+        (["--tile", "20"], "at least 32"),
+        (["--tile", "big"], "--tile must be auto"),
+        (["--max-memory", "lots"], "cannot read memory size"),
+    ):
         bad = runner.invoke(app, ["dehaze", str(source), str(tmp_path / "x.png"), "-w", str(tiny_dehaze_ckpt), *args])
         assert bad.exit_code == 2 and message in bad.output, bad.output
     assert resolve_device("cpu") == CPU
@@ -323,8 +368,10 @@ def test_statistics_pass_averages_whole_blocks():
     assert downscale_for_stats(x, 64 * 96) is x
 
 
-@pytest.mark.parametrize("size, tile, overlap", [((300, 300), 256, 32), ((150, 170), 64, 16), ((70, 90), 32, 8),
-                                                 ((480, 640), 128, 0), ((130, 257), 96, 70)])
+@pytest.mark.parametrize(
+    "size, tile, overlap",
+    [((300, 300), 256, 32), ((150, 170), 64, 16), ((70, 90), 32, 8), ((480, 640), 128, 0), ((130, 257), 96, 70)],
+)
 def test_tile_cores_partition_the_network_extent(size, tile, overlap):
     grid = plan_tiles(*size, tile, overlap)
     extent = (round_up(size[0], FINE_STEP), round_up(size[1], FINE_STEP))
@@ -402,12 +449,28 @@ def test_tiled_forward_sweeps_only_when_the_statistics_pass_is_downscaled():
     model = _random_tiny(1)
     x = torch.rand(1, 3, 150, 170) * 2 - 1
     seen = []
-    tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=150 * 170, progress=lambda d, t: seen.append(t))
-    assert set(seen) == {len(plan_tiles(150, 170, 64, 16))}  # exact statistics already: no sweep
+    calls = []
+
+    def counted(t):
+        calls.append(tuple(t.shape))
+        return model(t).image
+
+    exact = tiled_forward(counted, model, x, 64, 16, stats_pixels=150 * 170, progress=lambda d, t: seen.append(t))
+    # The statistics pass runs the whole image: its output is the result, no tiles run.
+    assert calls == [(1, 3, 150, 170)] and seen == [1]
+    assert torch.equal(exact, model(x).image)
     seen.clear()
     policy = _CountingStats()
-    out = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40, stats=policy,
-                        progress=lambda d, t: seen.append((d, t)))
+    out = tiled_forward(
+        model_image(model),
+        model,
+        x,
+        64,
+        16,
+        stats_pixels=40 * 40,
+        stats=policy,
+        progress=lambda d, t: seen.append((d, t)),
+    )
     tiles = len(plan_tiles(150, 170, 64, 16))
     assert seen[-1] == (2 * tiles, 2 * tiles) and len(seen) == 2 * tiles  # the sweep, then the tiles
     assert out.shape == (1, 3, 150, 170)
@@ -450,3 +513,84 @@ def test_batched_tiles_give_the_same_image_as_single_tiles():
     single = _tiny_predictor(TileSettings(tile=64, overlap=16, batch_tiles=1, stats_pixels=40 * 40))(image)
     batched = _tiny_predictor(TileSettings(tile=64, overlap=16, batch_tiles=3, stats_pixels=40 * 40))(image)
     torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-5)
+
+
+# -- the final tiles reuse the sweep's features ------------------------------------------
+
+
+def _guide_runs(model) -> list[int]:
+    runs: list[int] = []
+    model.guide_unet.inc.register_forward_hook(lambda *_: runs.append(1))
+    return runs
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("plans", [None, [DEHAZE_REUSE_PRIORS], [DEHAZE_REUSE_ENCODER]])
+def test_final_tiles_reusing_the_sweep_give_the_same_image(plans):
+    """Reused features are those the final tiles would compute: same output, the priors run once per tile."""
+    model = _random_tiny(3)
+    x = torch.rand(1, 3, 100, 120) * 2 - 1
+    tiles = len(plan_tiles(100, 120, 64, 16))
+    runs = _guide_runs(model)
+    recomputed = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40)
+    assert len(runs) == 1 + 2 * tiles  # statistics pass, sweep, final tiles
+    runs.clear()
+    reused = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40, reuse_bytes=2**30, reuse=plans)
+    assert len(runs) == 1 + tiles
+    assert torch.equal(reused, recomputed)
+    assert all("forward" not in m.__dict__ for m in model.modules())  # the overrides are gone
+
+
+@torch.no_grad()
+def test_reuse_beyond_its_memory_recomputes_the_rest():
+    model = _random_tiny(3)
+    x = torch.rand(1, 3, 100, 120) * 2 - 1
+    tiles = len(plan_tiles(100, 120, 64, 16))
+    recomputed = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40)
+    plans = reuse_plans(model)
+    assert plans == (DEHAZE_REUSE_ENCODER, DEHAZE_REUSE_PRIORS)
+    reuse = ReuseOutputs(model, plans, 2**30, 64 * 64, CPU)
+    accumulate_statistics(
+        model_image(model),
+        model,
+        x[:, :, :64, :64],
+        statistics_pass(model_image(model), model, x, 40 * 40)[0],
+        statistic_modules(model, is_instance_norm),
+        64,
+        16,
+        reuse=reuse,
+    )
+    assert reuse.plan is DEHAZE_REUSE_ENCODER
+    per_tile = reuse.bytes  # one full 64×64 tile, everything upstream of the instance norms
+    runs = _guide_runs(model)
+    partial = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40, reuse_bytes=per_tile)
+    assert 1 + tiles < len(runs) < 1 + 2 * tiles  # the priors plan, for the tiles it had room for
+    assert torch.equal(partial, recomputed)
+    runs.clear()
+    tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40, reuse_bytes=per_tile // 10)
+    assert len(runs) == 1 + 2 * tiles
+
+
+def test_predictor_reuse_leaves_the_result_unchanged():
+    _, hazy, _ = synthetic_hazy(100, 120, seed=6)
+    image = image_to_tensor(hazy)
+    settings = {"tile": 64, "overlap": 16, "stats_pixels": 40 * 40}
+    default = _tiny_predictor(TileSettings(**settings))(image)
+    none = _tiny_predictor(TileSettings(**settings, reuse_memory=0))(image)
+    torch.testing.assert_close(default, none, rtol=0, atol=1e-6)
+    # Automatic tiles on the CPU leave half the budget to the reused features.
+    for reuse_memory, side in ((None, 160), (0, 256)):
+        predictor = _tiny_predictor(TileSettings(max_memory=256 * 256 * 4096, reuse_memory=reuse_memory))
+        predictor._bytes_per_pixel = 4096.0
+        assert predictor.plan(1000, 1000) == side
+        assert predictor._reuse_bytes() == (256 * 256 * 4096 // 2 if reuse_memory is None else 0)
+
+
+def test_statistics_pass_stays_within_the_memory_budget():
+    predictor = _tiny_predictor(TileSettings(max_memory=300 * 300 * 4096))
+    predictor._bytes_per_pixel = 4096.0
+    assert predictor._stats_pixels(128) == 300 * 300  # not 512², which the budget cannot hold
+    assert predictor._stats_pixels(512) == 512 * 512  # never below one tile
+    roomy = _tiny_predictor(TileSettings(max_memory=2**34))
+    roomy._bytes_per_pixel = 4096.0
+    assert roomy._stats_pixels(128) == 512 * 512

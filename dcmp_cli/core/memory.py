@@ -113,11 +113,19 @@ def measure_bytes_per_pixel(
 
     The probe's fixed overhead is counted as if it grew with the pixels, so the figure
     errs on the safe side for larger inputs. On Linux CPUs the heap is trimmed first, so
-    memory freed by earlier work cannot hide the probe's allocations.
+    memory freed by earlier work cannot hide the probe's allocations. A probe that runs
+    out of memory gives :data:`FALLBACK_BYTES_PER_PIXEL` (memory is tight: err large).
     """
     probe = torch.zeros(1, 3, side, side, device=device)
-    with PeakMemory(device) as peak:
-        run(probe)
+    try:
+        with PeakMemory(device) as peak:
+            run(probe)
+    except Exception as error:  # noqa: BLE001 - only out-of-memory errors are absorbed
+        if not is_out_of_memory(error):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return float(FALLBACK_BYTES_PER_PIXEL)
     return peak.bytes / (side * side) if peak.bytes else float(FALLBACK_BYTES_PER_PIXEL)
 
 

@@ -32,7 +32,7 @@ from dcmp_cli.core.fastpath import prepare_for_inference, uses_channels_last
 from dcmp_cli.core.image_model import Dehazer, DepthModel, ImageModel, ProgressFn, TemporalState
 from dcmp_cli.core.memory import FALLBACK_BYTES_PER_PIXEL, activation_budget, is_out_of_memory, measure_bytes_per_pixel
 from dcmp_cli.core.temporal import SequentialStats
-from dcmp_cli.core.tiled_inference import tiled_forward
+from dcmp_cli.core.tiled_inference import reuse_plans, tiled_forward
 from dcmp_cli.core.tiling import ALIGN, min_tile_for, normalize_tiles
 from dcmp_cli.core.value_range import from_network_range, to_network_range
 from dcmp_cli.models.global_stats import StatsPolicy, global_statistics
@@ -43,6 +43,8 @@ from dcmp_cli.models.registry import Kind
 MIN_NETWORK_SIDE = 32
 #: Smallest tile used when shrinking tiles after running out of memory.
 MIN_TILE = 64
+#: Rows of the result mapped back from the network range at a time.
+_FINISH_ROWS = 256
 
 
 class TileMemoryError(MemoryError):
@@ -68,9 +70,13 @@ class TileSettings:
     (N rounded down to the 32-pixel grid, or raised so that the overlap fits; ``note``
     says so in one line, else None); impossible values raise
     :class:`~dcmp_cli.core.tiling.TileRequestError`. ``max_memory``: activation budget in
-    bytes (None = free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: minimum size
-    of the downscaled statistics pass. ``batch_tiles``: tiles per forward pass (None =
-    as many as fit, up to 8, on GPUs; 1 on the CPU).
+    bytes (None = free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: size of the
+    downscaled statistics pass (less where the activation budget does not hold it, never
+    below one tile). ``batch_tiles``: tiles per forward pass (None =
+    as many as fit, up to 8, on GPUs; 1 on the CPU). ``reuse_memory``: bytes of RAM for
+    the features the final tiles take over from the statistics sweep instead of
+    recomputing them (None = half the activation budget on the CPU, automatic tiles then
+    sized for the other half; on other devices the CPU's default budget; 0 = none).
     """
 
     tile: int | None = None
@@ -79,6 +85,7 @@ class TileSettings:
     max_auto_tile: int = 1024
     stats_pixels: int = 512 * 512
     batch_tiles: int | None = None
+    reuse_memory: int | None = None
     note: str | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -213,8 +220,28 @@ class Predictor(ImageModel):
         fitting = budget / self.bytes_per_pixel()
         if height * width <= fitting:
             return 0
+        if self._reuse_in_budget():
+            fitting /= 2  # the other half holds the features the final tiles reuse
         side = int(math.sqrt(fitting)) // ALIGN * ALIGN
         return max(self.tiling.min_tile, min(side, self.tiling.max_auto_tile))
+
+    def _reuse_in_budget(self) -> bool:
+        return self.tiling.reuse_memory is None and self.device.type == "cpu" and bool(reuse_plans(self.model))
+
+    def _reuse_bytes(self) -> int:
+        """Memory for the features the final tiles reuse (:class:`TileSettings`)."""
+        if self.tiling.reuse_memory is not None:
+            return self.tiling.reuse_memory
+        if not reuse_plans(self.model):
+            return 0
+        return self._budget() // 2 if self._reuse_in_budget() else activation_budget(torch.device("cpu"))
+
+    def _stats_pixels(self, tile: int) -> int:
+        """Size of the statistics pass: ``stats_pixels``, less where the budget is smaller, never below a tile."""
+        if self.tiling.stats_pixels <= tile * tile:
+            return tile * tile
+        fitting = int(self._budget() / self.bytes_per_pixel())
+        return max(tile * tile, min(self.tiling.stats_pixels, fitting))
 
     def _tiles_per_batch(self, tile: int) -> int:
         if self.tiling.batch_tiles is not None:
@@ -225,26 +252,43 @@ class Predictor(ImageModel):
 
     # -- inference ------------------------------------------------------------------
 
-    def _whole(self, x: torch.Tensor, stats: StatsPolicy | None) -> torch.Tensor:
+    def _whole(self, images: torch.Tensor, stats: StatsPolicy | None) -> torch.Tensor:
         with _maybe_stats(self.model, stats):
-            return self.network(x).float()
+            return self.network(to_network_range(images)).float()
 
-    def _tiled(self, x: torch.Tensor, tile: int, stats: StatsPolicy | None, progress: ProgressFn | None) -> torch.Tensor:
-        """Tiles with the image's global statistics (:func:`~dcmp_cli.core.tiled_inference.tiled_forward`)."""
-        return torch.cat([
-            tiled_forward(
-                self.network,
+    def _tile_network(self, tile: torch.Tensor) -> torch.Tensor:
+        return self.network(to_network_range(tile))
+
+    def _tiled(
+        self, images: torch.Tensor, tile: int, stats: StatsPolicy | None, progress: ProgressFn | None
+    ) -> torch.Tensor:
+        """Tiles with the image's global statistics (:func:`~dcmp_cli.core.tiled_inference.tiled_forward`).
+
+        ``images``: [0, 1] (B, 3, H, W); tiles are mapped to the network range one by one,
+        and each image's result is written straight into the (B, C_out, H, W) result.
+        """
+        result: torch.Tensor | None = None
+        for i in range(images.shape[0]):
+            y = tiled_forward(
+                self._tile_network,
                 self.model,
-                x[i : i + 1],
+                images[i : i + 1],
                 tile,
                 self.tiling.overlap,
-                stats_pixels=max(tile * tile, self.tiling.stats_pixels),
+                stats_pixels=self._stats_pixels(tile),
                 stats=stats,
                 batch_tiles=self._tiles_per_batch(tile),
                 progress=progress,
+                reuse_bytes=self._reuse_bytes(),
+                out=None if result is None else result[i : i + 1],
             )
-            for i in range(x.shape[0])
-        ])
+            if result is None:
+                result = y if images.shape[0] == 1 else y.new_empty(images.shape[0], *y.shape[1:])
+                if images.shape[0] > 1:
+                    result[:1] = y
+                del y
+        assert result is not None
+        return result
 
     def _run(self, x: torch.Tensor, stats: StatsPolicy | None, progress: ProgressFn | None) -> torch.Tensor:
         limit = self._max_batch or x.shape[0]
@@ -266,8 +310,10 @@ class Predictor(ImageModel):
                 smaller = (tile or max(x.shape[2:])) // 2 // ALIGN * ALIGN
                 if smaller < self.tiling.min_tile:
                     raise TileMemoryError(self.device, self.tiling.min_tile) from error
-                self._notice(f"out of memory with {'the whole image' if not tile else f'{tile}-pixel tiles'}; "
-                             f"retrying with {smaller}-pixel tiles")
+                self._notice(
+                    f"out of memory with {'the whole image' if not tile else f'{tile}-pixel tiles'}; "
+                    f"retrying with {smaller}-pixel tiles"
+                )
                 tile = smaller
 
     def _notice(self, message: str) -> None:
@@ -292,10 +338,15 @@ class Predictor(ImageModel):
             raise ValueError(f"expected a (B, 3, H, W) image tensor, got shape {tuple(images.shape)}")
         if temporal is not None and not isinstance(temporal, StatsPolicy):
             raise TypeError("temporal must come from this predictor's temporal_state()")
-        x, h, w = pad_to_min_side(to_network_range(images.to(self.device, torch.float32)))
+        x, h, w = pad_to_min_side(images.to(self.device, torch.float32))
         with autocast(self.device, self.precision), cudnn_autotune(self.device):
             y = self._run(x, temporal, progress)
-        return self._finish(y[:, :, :h, :w]).cpu()
+        del x
+        if y.shape[2:] != (h, w):
+            y = y[:, :, :h, :w].contiguous()
+        for top in range(0, h, _FINISH_ROWS):  # in place, a band of rows at a time: no second full-size copy
+            y[:, :, top : top + _FINISH_ROWS] = self._finish(y[:, :, top : top + _FINISH_ROWS])
+        return y.cpu()
 
 
 def _copy_module(model: nn.Module) -> nn.Module:

@@ -73,8 +73,10 @@ def tile_stride(tile: int, overlap: int, align: int = ALIGN) -> int:
     step = align if gap >= align else FINE_STEP
     stride = gap // step * step
     if stride < FINE_STEP:
-        raise TileRequestError(f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
-                               f"use tiles of at least {min_tile_for(overlap, align)} pixels")
+        raise TileRequestError(
+            f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
+            f"use tiles of at least {min_tile_for(overlap, align)} pixels"
+        )
     return stride
 
 
@@ -106,7 +108,8 @@ def normalize_tiles(tile: int | None, overlap: int, align: int = ALIGN) -> TileR
     if stride % align:
         note = (f"{note}; " if note else "") + (
             f"{legal}-pixel tiles step by {stride} to keep the {overlap}-pixel overlap, off the {align}-pixel grid "
-            "(slightly less exact)")
+            "(slightly less exact)"
+        )
     return TileRequest(legal, overlap, note)
 
 
@@ -203,11 +206,14 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = AL
     if not request.tile:
         raise TileRequestError(f"tile size must be at least {align} pixels to plan tiles, got {tile}")
     if request.tile > tile:
-        raise TileRequestError(f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
-                               f"use tiles of at least {request.tile} pixels")
+        raise TileRequestError(
+            f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
+            f"use tiles of at least {request.tile} pixels"
+        )
     th, tw = min(request.tile, height), min(request.tile, width)
-    return TileGrid(height, width, (th, tw), _starts(height, th, overlap, align), _starts(width, tw, overlap, align),
-                    overlap)
+    return TileGrid(
+        height, width, (th, tw), _starts(height, th, overlap, align), _starts(width, tw, overlap, align), overlap
+    )
 
 
 def _ramp(length: int, ramp_in: int, ramp_out: int, device: torch.device) -> torch.Tensor:
@@ -225,6 +231,16 @@ def _axis_weights(starts: tuple[int, ...], lengths: tuple[int, ...], i: int, dev
     ramp_in = 0 if i == 0 else max(0, starts[i - 1] + lengths[i - 1] - starts[i])
     ramp_out = 0 if i == len(starts) - 1 else max(0, starts[i] + lengths[i] - starts[i + 1])
     return _ramp(lengths[i], ramp_in, ramp_out, device)
+
+
+def _axis_weight_sum(
+    starts: tuple[int, ...], lengths: tuple[int, ...], size: int, device: torch.device
+) -> torch.Tensor:
+    """(size,) sum of the axis weights of every tile along one axis."""
+    total = torch.zeros(size, device=device)
+    for i, (start, length) in enumerate(zip(starts, lengths)):
+        total[start : start + length] += _axis_weights(starts, lengths, i, device)
+    return total
 
 
 def blend_weights(grid: TileGrid, y: int, x: int, device: torch.device) -> torch.Tensor:
@@ -255,30 +271,36 @@ def tiled_apply(
     batch_tiles: int = 1,
     progress: ProgressFn | None = None,
     align: int = ALIGN,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Applies ``fn`` ((N, C, th, tw) -> (N, C_out, th, tw)) tile by tile to x (1, C, H, W).
 
     Up to ``batch_tiles`` tiles of equal shape go through ``fn`` together. The blended
-    result is returned as float32 (1, C_out, H, W) on x's device.
+    result is float32 (1, C_out, H, W) on x's device, written into ``out`` when given
+    (a float32 buffer of that shape, e.g. a view into a batch's result) and returned.
+    Memory beyond ``fn``'s: the result alone. Tiles are accumulated into it in place and
+    the blend weights, products of one ramp per axis, are normalised by two 1-D sums.
     """
     if x.shape[0] != 1:
         raise ValueError(f"tiled inference takes one image at a time, got a batch of {x.shape[0]}")
     height, width = x.shape[2:]
     grid = plan_tiles(height, width, tile, overlap, align)
-    out: torch.Tensor | None = None
-    weight_sum = torch.zeros(1, 1, height, width, device=x.device)
     done = 0
     for batch in tile_batches(grid, batch_tiles):
         th, tw = batch[0][2:]
-        result = fn(torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0, _, _ in batch])).float()
+        result = fn(torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0, _, _ in batch]))
         if out is None:
             out = torch.zeros(1, result.shape[1], height, width, device=x.device)
+        elif done == 0:
+            out.zero_()
         for i, (y, x0, _, _) in enumerate(batch):
             w = blend_weights(grid, y, x0, x.device)
-            out[:, :, y : y + th, x0 : x0 + tw] += result[i : i + 1] * w
-            weight_sum[:, :, y : y + th, x0 : x0 + tw] += w
+            out[:, :, y : y + th, x0 : x0 + tw].addcmul_(result[i : i + 1].float(), w)
+        del result
         done += len(batch)
         if progress is not None:
             progress(done, len(grid))
     assert out is not None
-    return out / weight_sum
+    out.div_(_axis_weight_sum(grid.ys, grid.heights, height, x.device).view(1, 1, height, 1))
+    out.div_(_axis_weight_sum(grid.xs, grid.widths, width, x.device).view(1, 1, 1, width))
+    return out

@@ -105,8 +105,7 @@ class ReplayStats(StatsPolicy):
             return self.values[key]
         except KeyError:
             raise KeyError(
-                f"no recorded statistic {key!r}: record statistics with the same model "
-                "before replaying them"
+                f"no recorded statistic {key!r}: record statistics with the same model before replaying them"
             ) from None
 
 
@@ -194,8 +193,10 @@ class AccumulateMoments(StatsPolicy):
         side = self._size[axis]
         scaled, remainder = divmod(value * feature_side, side)
         if remainder:
-            raise ValueError(f"window edge {value} of a {side}-pixel input falls between feature pixels of a "
-                             f"{feature_side}-pixel map")
+            raise ValueError(
+                f"window edge {value} of a {side}-pixel input falls between feature pixels of a "
+                f"{feature_side}-pixel map"
+            )
         return scaled
 
     def values(self) -> dict[str, StatTuple]:

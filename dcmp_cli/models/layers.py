@@ -93,8 +93,7 @@ class DilatedDenseBlock(nn.Module):
     def __init__(self, channels: int, growth: int = 32, num_layers: int = 5, dilation: int = 2) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            nn.Conv2d(channels + i * growth, growth, 3, padding=dilation, dilation=dilation)
-            for i in range(num_layers)
+            nn.Conv2d(channels + i * growth, growth, 3, padding=dilation, dilation=dilation) for i in range(num_layers)
         )
         self.fuse = nn.Conv2d(channels + num_layers * growth, channels, 1)
 
