@@ -122,9 +122,9 @@ def _place(luma: np.ndarray, grad: np.ndarray, height: int, width: int, kind: st
     return where
 
 
-def make_crops() -> list[Crop]:
-    """One crop per photo, sizes taken in turn from those that fit, plus a :data:`LARGE`
-    crop of the largest photo; kinds in turn. Deterministic."""
+def make_crops(sizes: tuple[tuple[int, int], ...] = SIZES, large: bool = True) -> list[Crop]:
+    """One crop per photo, ``sizes`` (height, width) taken in turn from those that fit, plus
+    (``large``) a :data:`LARGE` crop of the largest photo; kinds in turn. Deterministic."""
     photos = sorted(
         p for d in PHOTO_DIRS if d.is_dir() for p in d.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg")
     )
@@ -136,12 +136,12 @@ def make_crops() -> list[Crop]:
         grad = np.abs(np.diff(luma, axis=0, append=luma[-1:])) + np.abs(np.diff(luma, axis=1, append=luma[:, -1:]))
         ph, pw = luma.shape
         fitting = [
-            (h, w) if pw >= ph else (w, h) for h, w in SIZES if min(h, w) <= min(ph, pw) and max(h, w) <= max(ph, pw)
+            (h, w) if pw >= ph else (w, h) for h, w in sizes if min(h, w) <= min(ph, pw) and max(h, w) <= max(ph, pw)
         ]
-        sizes = [fitting[i % len(fitting)] if fitting else (ph, pw)]
-        if photo == largest:
-            sizes.append((LARGE[1], LARGE[0]) if ph > pw else LARGE)
-        for j, (h, w) in enumerate(sizes):
+        chosen = [fitting[i % len(fitting)] if fitting else (ph, pw)]
+        if large and photo == largest:
+            chosen.append((LARGE[1], LARGE[0]) if ph > pw else LARGE)
+        for j, (h, w) in enumerate(chosen):
             kind = KINDS[(i + j) % len(KINDS)]
             top, left = _place(luma, grad, h, w, kind)
             crops.append(Crop(photo, kind, top, left, h, w))
@@ -340,6 +340,11 @@ def family(key: str) -> str:
     return "fusion pools" if key.startswith("cross_scale") else "skip pools"
 
 
+def _size(text: str) -> tuple[int, int]:
+    height, _, width = text.lower().partition("x")
+    return int(height), int(width)
+
+
 def size_label(height: int, width: int) -> str:
     return f"{max(height, width)}×{min(height, width)}"
 
@@ -369,6 +374,13 @@ def main() -> None:
         default=1.0,
         help="GiB for the features dcmp's final tiles reuse from the sweep (default 1, the CPU default; 0: none)",
     )
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=_size,
+        help="crop sizes HxW taken in turn, landscape (default: 300x300 to 768x1024 plus one 1200x1600 crop); "
+        "given sizes drop the 1200x1600 crop",
+    )
     parser.add_argument("--only", nargs="+", default=[], help="only crops whose name contains one of these")
     parser.add_argument("--diagnose", action="store_true", help="also split the difference by cause (slow)")
     parser.add_argument("--methods", nargs="+", default=["naive", "before", "dcmp"], choices=METHODS)
@@ -390,7 +402,7 @@ def main() -> None:
         large_costs(flops, bench, args.tiles, reuse_bytes)
         return
     weights_id = hashlib.sha1(args.weights.read_bytes()).hexdigest()[:12]
-    crops = make_crops()
+    crops = make_crops(tuple(args.sizes), large=False) if args.sizes else make_crops()
     if args.quick:
         crops = [c for c in crops if c.height * c.width == 480 * 640][:QUICK]
     if args.only:
