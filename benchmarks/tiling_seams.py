@@ -381,6 +381,7 @@ def main() -> None:
         help="crop sizes HxW taken in turn, landscape (default: 300x300 to 768x1024 plus one 1200x1600 crop); "
         "given sizes drop the 1200x1600 crop",
     )
+    parser.add_argument("--min-pixels", type=int, default=0, help="only crops of at least this many pixels")
     parser.add_argument("--only", nargs="+", default=[], help="only crops whose name contains one of these")
     parser.add_argument("--diagnose", action="store_true", help="also split the difference by cause (slow)")
     parser.add_argument("--methods", nargs="+", default=["naive", "before", "dcmp"], choices=METHODS)
@@ -407,6 +408,7 @@ def main() -> None:
         crops = [c for c in crops if c.height * c.width == 480 * 640][:QUICK]
     if args.only:
         crops = [c for c in crops if any(part in c.name for part in args.only)]
+    crops = [c for c in crops if c.height * c.width >= args.min_pixels]
     args.cache.mkdir(parents=True, exist_ok=True)
     versions = method_versions()
     print(
