@@ -109,9 +109,9 @@ MaxMemoryOption = Annotated[
     str | None,
     typer.Option(
         "--max-memory",
-        help="Memory budget of the network's passes (tiles, statistics pass and, on the CPU, the features tiles reuse), "
-        "e.g. 2G or 800M. Default: 80% of free GPU memory, or up to 2 GiB of RAM on the CPU. The image itself comes on "
-        "top, about 45 MB of RAM per megapixel; weight-free methods do not tile.",
+        help="Memory budget of the network's passes (tiles, statistics pass and, on the CPU, the features tiles "
+        "reuse), e.g. 2G or 800M. Default: 80% of free GPU memory, or up to 2 GiB of RAM on the CPU. The image itself "
+        "comes on top, about 45 MB of RAM per megapixel; weight-free methods do not tile.",
         show_default=False,
     ),
 ]
