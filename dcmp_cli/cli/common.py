@@ -75,7 +75,10 @@ def print_json(data: object) -> None:
 DeviceOption = Annotated[
     str,
     typer.Option(
-        "--device", "-d", help="Where the network runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+        "--device",
+        "-d",
+        metavar="DEVICE",
+        help="Where the network runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.",
     ),
 ]
 PrecisionOption = Annotated[
@@ -98,17 +101,19 @@ TileOption = Annotated[
     str,
     typer.Option(
         "--tile",
+        metavar="N|auto",
         help="Tile size in pixels (a multiple of 32), 0 for the whole image in one pass, or auto: the whole image when "
         "it fits the memory budget, else the largest tile that does.",
     ),
 ]
 TileOverlapOption = Annotated[
-    int, typer.Option("--tile-overlap", help="Pixels neighbouring tiles share; blended.", min=0)
+    int, typer.Option("--tile-overlap", metavar="PIXELS", help="Pixels neighbouring tiles share; blended.", min=0)
 ]
 MaxMemoryOption = Annotated[
     str | None,
     typer.Option(
         "--max-memory",
+        metavar="SIZE",
         help="Memory budget of the network's passes (tiles, statistics pass and, on the CPU, the features tiles "
         "reuse), e.g. 2G or 800M. Default: 80% of free GPU memory, or up to 2 GiB of RAM on the CPU. The image itself "
         "comes on top, about 45 MB of RAM per megapixel; weight-free methods do not tile.",
@@ -127,6 +132,7 @@ ShardOption = Annotated[
     str | None,
     typer.Option(
         "--shard",
+        metavar="K/N",
         help="K/N: process only shard K of N (by a hash of each path), for N parallel jobs.",
         show_default=False,
     ),

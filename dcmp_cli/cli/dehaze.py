@@ -72,10 +72,13 @@ def dehaze_cli(
         str | None,
         typer.Option(
             "--ext",
+            metavar="EXT",
             help="Output format by extension: png, jpg, tif, webp or bmp. Default: the input's (png for stdin).",
         ),
     ] = None,
-    suffix: Annotated[str, typer.Option("--suffix", help="Appended to output file names, e.g. _dehazed.")] = "",
+    suffix: Annotated[
+        str, typer.Option("--suffix", metavar="TEXT", help="Appended to output file names, e.g. _dehazed.")
+    ] = "",
     bit_depth: Annotated[
         int | None, typer.Option("--bit-depth", help="8 or 16 bits per channel (PNG/TIFF). Default: the input's.")
     ] = None,

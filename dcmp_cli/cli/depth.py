@@ -80,9 +80,14 @@ def depth_cli(
     max_memory: MaxMemoryOption = None,
     recursive: RecursiveOption = False,
     ext: Annotated[
-        str, typer.Option("--ext", help="png (16-bit), tif (16-bit) or npy (float32); with --colormap any image type.")
+        str,
+        typer.Option(
+            "--ext", metavar="EXT", help="png (16-bit), tif (16-bit) or npy (float32); with --colormap any image type."
+        ),
     ] = "png",
-    suffix: Annotated[str, typer.Option("--suffix", help="Appended to output file names, e.g. _depth.")] = "",
+    suffix: Annotated[
+        str, typer.Option("--suffix", metavar="TEXT", help="Appended to output file names, e.g. _depth.")
+    ] = "",
     colormap: Annotated[
         Colormap | None,
         typer.Option("--colormap", help="Write an 8-bit colour preview instead.", show_default=False),

@@ -232,6 +232,7 @@ def train_cli(
         typer.Option(
             "--device",
             "-d",
+            metavar="DEVICE",
             help="auto, cpu, cuda, cuda:N or mps (default auto; under torchrun cuda:LOCAL_RANK).",
             show_default=False,
         ),

@@ -259,6 +259,7 @@ def video_cli(
         str | None,
         typer.Option(
             "--ext",
+            metavar="EXT",
             help="Container for outputs in a folder (mp4, mkv, mov, webm); default: the input's.",
             show_default=False,
         ),
