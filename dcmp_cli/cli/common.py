@@ -34,6 +34,7 @@ from dcmp_cli.core.batch import BatchEvents, BatchSummary, ItemResult
 if TYPE_CHECKING:
     from dcmp_cli.core.depth import DepthEstimator
     from dcmp_cli.core.image_model import ImageModel
+    from dcmp_cli.models.registry import Kind
 
 #: Exit codes: 0 all good; 1 some inputs failed; 2 unusable options, weights, device or input;
 #: 130 interrupted (128 + SIGINT, as shells report it).
@@ -116,7 +117,7 @@ MaxMemoryOption = Annotated[
         metavar="SIZE",
         help="Memory budget of the network's passes (tiles, statistics pass and, on the CPU, the features tiles "
         "reuse), e.g. 2G or 800M. Default: 80% of free GPU memory, or up to 2 GiB of RAM on the CPU. The image itself "
-        "comes on top, about 45 MB of RAM per megapixel; weight-free methods do not tile.",
+        "comes on top, about 45 MB of RAM per megapixel. Weight-free methods work in row strips and ignore it.",
         show_default=False,
     ),
 ]
@@ -152,14 +153,14 @@ def weights_option(kind_word: str, env: str) -> object:
 # ----------------------------------------------------------------------------- library errors
 
 
-def missing_weights_message(kind: str) -> str:
+def missing_weights_message(kind: Kind) -> str:
     """How to get weights for ``kind``, with the flags and places to use."""
     from dcmp_cli.core.weights import DEFAULT_FILE_NAMES, WEIGHTS_ENV
 
     what = "dehazing" if kind == "dehaze" else "depth"
-    names = " or ".join(DEFAULT_FILE_NAMES[kind][:2])  # type: ignore[index]
+    names = " or ".join(DEFAULT_FILE_NAMES[kind][:2])
     return (
-        f"no {what} weights found: pass --weights FILE, set ${WEIGHTS_ENV[kind]}, or put {names} into ./weights "  # type: ignore[index]
+        f"no {what} weights found: pass --weights FILE, set ${WEIGHTS_ENV[kind]}, or put {names} into ./weights "
         "(authors' checkpoints: github.com/zhoushen1/DCMPNet; or train your own with `dcmp train`)"
     )
 

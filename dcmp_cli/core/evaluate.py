@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -600,7 +601,7 @@ def eval_models(
     methods: Sequence[str] = (),
     weights: Sequence[str | Path] = (),
     outputs: Sequence[str | Path] = (),
-    **load_options: object,
+    **load_options: Any,
 ) -> list[EvalModel]:
     """The rows of a comparison, as ``dcmp eval`` builds them from its options.
 
@@ -637,10 +638,11 @@ def eval_models(
         if name == "none":
             models.append(EvalModel.hazy_input(_unique("hazy input", taken)))
         elif name == "dcmp":
-            for path in list(weights) or [None]:  # type: ignore[list-item]  # None: the default weights
-                add(load_dehazer("dcmp", path, **load_options))  # type: ignore[arg-type]
+            paths: list[str | Path | None] = [*weights] or [None]  # None: the default weights
+            for path in paths:
+                add(load_dehazer("dcmp", path, **load_options))
         else:
-            add(load_dehazer(name, **load_options))  # type: ignore[arg-type]
+            add(load_dehazer(name, **load_options))
     for folder in outputs:
         folder = Path(folder)
         models.append(EvalModel.from_outputs(folder, _unique(folder.name, taken, folder)))

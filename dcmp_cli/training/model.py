@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcmp_cli.core.checkpoint import save_checkpoint
-from dcmp_cli.core.device import autocast
+from dcmp_cli.core.device import Precision, autocast
 from dcmp_cli.core.value_range import to_network_range
 from dcmp_cli.models.dehaze_net import SIZE_MULTIPLE, DehazeNet
 from dcmp_cli.models.registry import create_model, get_preset
@@ -102,7 +102,7 @@ class DualTaskModel:
         depth: nn.Module,
         config: TrainConfig,
         ctx: D.DistContext,
-        precision: str,
+        precision: Precision,
         horizon: int,
         contrastive: ContrastiveLoss | None = None,
         teacher: DepthTeacher | None = None,
@@ -191,7 +191,7 @@ class DualTaskModel:
             target = self.teacher(clear01)
         else:
             target = batch["depth"].to(self.device, non_blocking=True)
-        with autocast(self.device, self.precision):  # type: ignore[arg-type]
+        with autocast(self.device, self.precision):
             output = self.dehaze(hazy)
             depth_of_output = self.depth(output.image)
             guides = clear_guides(self.dehaze_net, clear) if self.weights.guide > 0 else None  # type: ignore[arg-type]

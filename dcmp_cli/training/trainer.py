@@ -32,8 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from dcmp_cli.core.device import check_precision
+from dcmp_cli.core.device import Precision, check_precision
 from dcmp_cli.data.datasets import DatasetError, PairedDataset, discover_pairs
+from dcmp_cli.metrics import Protocol
 from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training import distributed as D
 from dcmp_cli.training.atomic_folder import write_folder_atomic
@@ -113,7 +114,7 @@ def train(
 # --- set-up --------------------------------------------------------------------------------------
 
 
-def _resolve_precision(config: TrainConfig, device: torch.device) -> str:
+def _resolve_precision(config: TrainConfig, device: torch.device) -> Precision:
     precision = config.precision
     if precision == "auto":
         precision = "fp16" if device.type == "cuda" else "fp32"
@@ -357,14 +358,19 @@ class _Run:
     def hazy_scores(self) -> tuple[float, float] | None:
         if self.val_pairs is None:
             return None
-        scores = hazy_scores(self.val_pairs, self.config.protocol, self.ctx)
+        scores = hazy_scores(self.val_pairs, cast(Protocol, self.config.protocol), self.ctx)
         return scores.psnr, scores.ssim
 
     def validate(self, hazy: tuple[float, float] | None) -> dict[str, Any] | None:
         if self.val_pairs is None or self.validated_step == self.step:
             return None
         scores = network_scores(
-            self.model.dehaze_net, self.val_pairs, self.config.protocol, self.ctx, self.device, self.precision
+            self.model.dehaze_net,
+            self.val_pairs,
+            cast(Protocol, self.config.protocol),
+            self.ctx,
+            self.device,
+            self.precision,
         )
         row: dict[str, Any] = {
             "type": "val",

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dcmp_cli.core.device import Precision
 from dcmp_cli.core.predictor import DehazePredictor
+from dcmp_cli.metrics import Protocol, score
 from dcmp_cli.metrics import Scores as ImageScores
-from dcmp_cli.metrics import score
 from dcmp_cli.training import distributed as D
 from dcmp_cli.training.data import ValPairs, shard
 
@@ -43,24 +44,29 @@ def _mean(pairs: ValPairs, ctx: D.DistContext, scores: Callable[[dict[str, torch
     return MeanScores(float(total[0] / count), float(total[1] / count), count, time.perf_counter() - start)
 
 
-def hazy_scores(pairs: ValPairs, protocol: str, ctx: D.DistContext) -> MeanScores:
+def hazy_scores(pairs: ValPairs, protocol: Protocol, ctx: D.DistContext) -> MeanScores:
     """The hazy inputs scored against their ground truth: where training starts from."""
-    return _mean(pairs, ctx, lambda sample: score(sample["hazy"], sample["clear"], protocol))  # type: ignore[arg-type]
+    return _mean(pairs, ctx, lambda sample: score(sample["hazy"], sample["clear"], protocol))
 
 
 def network_scores(
-    model: nn.Module, pairs: ValPairs, protocol: str, ctx: D.DistContext, device: torch.device, precision: str
+    model: nn.Module,
+    pairs: ValPairs,
+    protocol: Protocol,
+    ctx: D.DistContext,
+    device: torch.device,
+    precision: Precision,
 ) -> MeanScores:
     """The dehazing network's outputs scored against the ground truth.
 
     ``model`` is the training network itself (no copy), run in eval mode (``fast=False``
     leaves its layers as they are) and put back into training mode afterwards.
     """
-    predictor = DehazePredictor(model, device, precision, fast=False, copy=False)  # type: ignore[arg-type]
+    predictor = DehazePredictor(model, device, precision, fast=False, copy=False)
 
     def scores(sample: dict[str, torch.Tensor]) -> ImageScores:
-        restored = predictor(sample["hazy"].unsqueeze(0))
-        return score(restored, sample["clear"].unsqueeze(0), protocol)  # type: ignore[arg-type]
+        restored = predictor.run(sample["hazy"].unsqueeze(0))
+        return score(restored, sample["clear"].unsqueeze(0), protocol)
 
     try:
         return _mean(pairs, ctx, scores)
