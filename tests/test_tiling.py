@@ -246,6 +246,18 @@ def test_out_of_memory_retries_with_smaller_tiles():
     assert notices == ["out of memory with 256-pixel tiles; retrying with 128-pixel tiles"]
 
 
+def test_out_of_memory_shrinks_the_statistics_pass_with_the_tiles():
+    notices = []
+    predictor = _OutOfMemoryAbove(create_model("dcmpnet-tiny"), CPU, on_notice=notices.append)
+    predictor.limit = 128 * 128  # the whole 300×300 image, and a statistics pass of it, do not fit
+    predictor._bytes_per_pixel = 1.0  # the budget alone would run the image whole
+    out = predictor(torch.rand(1, 3, 300, 300))
+    assert out.shape == (1, 3, 300, 300) and torch.isfinite(out).all()
+    assert notices == [
+        "out of memory with the whole image; retrying with 128-pixel tiles",
+    ]
+
+
 def test_out_of_memory_at_the_smallest_tile_says_what_to_do():
     predictor = _OutOfMemoryAbove(create_model("dcmpnet-tiny"), CPU, tiling=TileSettings(tile=128))
     predictor.limit = 10

@@ -72,8 +72,8 @@ class TileSettings:
     :class:`~dcmp_cli.core.tiling.TileRequestError`. ``max_memory``: activation budget in
     bytes (None = free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: size of the
     downscaled statistics pass (less where the activation budget does not hold it, never
-    below one tile). ``batch_tiles``: tiles per forward pass (None =
-    as many as fit, up to 8, on GPUs; 1 on the CPU). ``reuse_memory``: bytes of RAM for
+    below one tile; one tile's size after running out of memory). ``batch_tiles``: tiles
+    per forward pass (None = as many as fit, up to 8, on GPUs; 1 on the CPU). ``reuse_memory``: bytes of RAM for
     the features the final tiles take over from the statistics sweep instead of
     recomputing them (None = half the activation budget on the CPU, automatic tiles then
     sized for the other half; on other devices the CPU's default budget; 0 = none).
@@ -260,12 +260,18 @@ class Predictor(ImageModel):
         return self.network(to_network_range(tile))
 
     def _tiled(
-        self, images: torch.Tensor, tile: int, stats: StatsPolicy | None, progress: ProgressFn | None
+        self,
+        images: torch.Tensor,
+        tile: int,
+        stats: StatsPolicy | None,
+        progress: ProgressFn | None,
+        stats_pixels: int | None = None,
     ) -> torch.Tensor:
         """Tiles with the image's global statistics (:func:`~dcmp_cli.core.tiled_inference.tiled_forward`).
 
         ``images``: [0, 1] (B, 3, H, W); tiles are mapped to the network range one by one,
         and each image's result is written straight into the (B, C_out, H, W) result.
+        ``stats_pixels``: size of the statistics pass (None: :meth:`_stats_pixels`).
         """
         result: torch.Tensor | None = None
         for i in range(images.shape[0]):
@@ -275,7 +281,7 @@ class Predictor(ImageModel):
                 images[i : i + 1],
                 tile,
                 self.tiling.overlap,
-                stats_pixels=self._stats_pixels(tile),
+                stats_pixels=stats_pixels or self._stats_pixels(tile),
                 stats=stats,
                 batch_tiles=self._tiles_per_batch(tile),
                 progress=progress,
@@ -295,9 +301,12 @@ class Predictor(ImageModel):
         if x.shape[0] > limit:
             return torch.cat([self._run(x[i : i + limit], stats, progress) for i in range(0, x.shape[0], limit)])
         tile = self.plan(*x.shape[2:])
+        retried = False  # after running out of memory, the statistics pass is one tile's size too
         while True:
             try:
-                return self._whole(x, stats) if tile == 0 else self._tiled(x, tile, stats, progress)
+                if tile == 0:
+                    return self._whole(x, stats)
+                return self._tiled(x, tile, stats, progress, tile * tile if retried else None)
             except Exception as error:  # noqa: BLE001 - only out-of-memory errors are retried
                 if not is_out_of_memory(error):
                     raise
@@ -314,7 +323,7 @@ class Predictor(ImageModel):
                     f"out of memory with {'the whole image' if not tile else f'{tile}-pixel tiles'}; "
                     f"retrying with {smaller}-pixel tiles"
                 )
-                tile = smaller
+                tile, retried = smaller, True
 
     def _notice(self, message: str) -> None:
         if self.on_notice is not None:
