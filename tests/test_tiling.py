@@ -258,6 +258,16 @@ def test_out_of_memory_shrinks_the_statistics_pass_with_the_tiles():
     ]
 
 
+def test_out_of_memory_with_a_batch_of_tiles_retries_one_tile_at_a_time():
+    notices = []
+    tiling = TileSettings(tile=128, batch_tiles=4)
+    predictor = _OutOfMemoryAbove(create_model("dcmpnet-tiny"), CPU, tiling=tiling, on_notice=notices.append)
+    predictor.limit = 3 * 64 * 64  # four 64-pixel tiles in one pass would not fit either
+    out = predictor(torch.rand(1, 3, 300, 300))
+    assert out.shape == (1, 3, 300, 300)
+    assert notices == ["out of memory with 128-pixel tiles; retrying with 64-pixel tiles"]
+
+
 def test_out_of_memory_at_the_smallest_tile_says_what_to_do():
     predictor = _OutOfMemoryAbove(create_model("dcmpnet-tiny"), CPU, tiling=TileSettings(tile=128))
     predictor.limit = 10

@@ -73,7 +73,8 @@ class TileSettings:
     bytes (None = free GPU memory, or up to 2 GiB of RAM). ``stats_pixels``: size of the
     downscaled statistics pass (less where the activation budget does not hold it, never
     below one tile; one tile's size after running out of memory). ``batch_tiles``: tiles
-    per forward pass (None = as many as fit, up to 8, on GPUs; 1 on the CPU). ``reuse_memory``: bytes of RAM for
+    per forward pass (None = as many as fit, up to 8, on GPUs; 1 on the CPU; 1 after
+    running out of memory). ``reuse_memory``: bytes of RAM for
     the features the final tiles take over from the statistics sweep instead of
     recomputing them (None = half the activation budget on the CPU, automatic tiles then
     sized for the other half; on other devices the CPU's default budget; 0 = none).
@@ -265,13 +266,14 @@ class Predictor(ImageModel):
         tile: int,
         stats: StatsPolicy | None,
         progress: ProgressFn | None,
-        stats_pixels: int | None = None,
+        retried: bool = False,
     ) -> torch.Tensor:
         """Tiles with the image's global statistics (:func:`~dcmp_cli.core.tiled_inference.tiled_forward`).
 
         ``images``: [0, 1] (B, 3, H, W); tiles are mapped to the network range one by one,
         and each image's result is written straight into the (B, C_out, H, W) result.
-        ``stats_pixels``: size of the statistics pass (None: :meth:`_stats_pixels`).
+        ``retried``: after running out of memory, one tile per pass and a statistics pass
+        of one tile's size.
         """
         result: torch.Tensor | None = None
         for i in range(images.shape[0]):
@@ -281,9 +283,9 @@ class Predictor(ImageModel):
                 images[i : i + 1],
                 tile,
                 self.tiling.overlap,
-                stats_pixels=stats_pixels or self._stats_pixels(tile),
+                stats_pixels=tile * tile if retried else self._stats_pixels(tile),
                 stats=stats,
-                batch_tiles=self._tiles_per_batch(tile),
+                batch_tiles=1 if retried else self._tiles_per_batch(tile),
                 progress=progress,
                 reuse_bytes=self._reuse_bytes(),
                 out=None if result is None else result[i : i + 1],
@@ -301,12 +303,12 @@ class Predictor(ImageModel):
         if x.shape[0] > limit:
             return torch.cat([self._run(x[i : i + limit], stats, progress) for i in range(0, x.shape[0], limit)])
         tile = self.plan(*x.shape[2:])
-        retried = False  # after running out of memory, the statistics pass is one tile's size too
+        retried = False
         while True:
             try:
                 if tile == 0:
                     return self._whole(x, stats)
-                return self._tiled(x, tile, stats, progress, tile * tile if retried else None)
+                return self._tiled(x, tile, stats, progress, retried)
             except Exception as error:  # noqa: BLE001 - only out-of-memory errors are retried
                 if not is_out_of_memory(error):
                     raise
