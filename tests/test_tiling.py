@@ -328,8 +328,8 @@ def test_tiles_match_the_whole_image_with_real_weights(trained_weights, photo, b
     tiled = DehazePredictor(model, CPU, tiling=TileSettings(tile=256, overlap=32))(image)
 
     class Naive(DehazePredictor):
-        def _tiled(self, x, tile, stats, progress):
-            return tiled_apply(self.network, x, tile, 32)
+        def _tiled(self, x, tile, stats, progress, retried=False):
+            return tiled_apply(self._tile_network, x, tile, 32)
 
     naive = Naive(model, CPU, tiling=TileSettings(tile=256, overlap=32))(image)
     ours, plain = _psnr_8bit(tiled, whole), _psnr_8bit(naive, whole)
