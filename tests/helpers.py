@@ -60,3 +60,30 @@ def interrupting_dehazer(at: int):
             return super().run(images, progress=progress, temporal=temporal)
 
     return Interrupting(DarkChannelPrior())
+
+
+def write_pairs(root: Path, count: int = 4) -> Path:
+    """``count`` synthetic hazy/clear 48×64 PNG pairs in ``root``/hazy and ``root``/GT (the training layout)."""
+    for i in range(count):
+        clear, hazy, _ = synthetic_hazy(48, 64, seed=i, beta=1.0 + 0.2 * i)
+        write_png(root / "hazy" / f"img{i}.png", hazy)
+        write_png(root / "GT" / f"img{i}.png", clear)
+    return root
+
+
+def tiny_train_config(data: Path, device: str = "cpu", **values):
+    """A resolved training config of the tiny preset on ``data``: 2×32² patches, no workers, logs every step."""
+    from dcmp_cli.training.config import build_config
+
+    base = dict(
+        data=str(data),
+        preset="dcmpnet-tiny",
+        batch_size=2,
+        patch_size=32,
+        num_workers=0,
+        device=device,
+        log_every=1,
+        seed=7,
+        deterministic=True,
+    )
+    return build_config(None, {**base, **values})

@@ -35,12 +35,12 @@ from dcmp_cli.data.video.testclips import hazy_clip
 from dcmp_cli.models import create_model
 from dcmp_cli.models.global_stats import RecordStats, global_statistics
 from dcmp_cli.signals import StopSignal
-from dcmp_cli.training.config import TrainConfig, build_config
+from dcmp_cli.training.config import TrainConfig
 from dcmp_cli.training.events import TrainEvents
 from dcmp_cli.training.metrics_log import read_metrics
 from dcmp_cli.training.trainer import train
 
-from helpers import SHARED, synthetic_hazy, write_png
+from helpers import SHARED, synthetic_hazy, tiny_train_config, write_pairs
 
 pytestmark = [
     pytest.mark.cuda,
@@ -291,27 +291,11 @@ def test_load_dehazer_on_cuda_with_reduced_precision(tiny_dehaze_ckpt, precision
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cuda-train") / "pairs"
-    for i in range(4):
-        clear, hazy, _ = synthetic_hazy(48, 64, seed=i, beta=1.0 + 0.2 * i)
-        write_png(root / "hazy" / f"img{i}.png", hazy)
-        write_png(root / "GT" / f"img{i}.png", clear)
-    return root
+    return write_pairs(tmp_path_factory.mktemp("cuda-train") / "pairs")
 
 
 def cuda_config(data: Path, **values) -> TrainConfig:
-    base = {
-        "data": str(data),
-        "preset": "dcmpnet-tiny",
-        "batch_size": 2,
-        "patch_size": 32,
-        "num_workers": 0,
-        "device": "cuda",
-        "log_every": 1,
-        "seed": 7,
-        "deterministic": True,
-    }
-    return build_config(None, {**base, **values})
+    return tiny_train_config(data, device="cuda", **values)
 
 
 class StopAt(TrainEvents):

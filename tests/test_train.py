@@ -23,14 +23,14 @@ from dcmp_cli.core.checkpoint import read_checkpoint, save_checkpoint
 from dcmp_cli.models import create_model, get_preset
 from dcmp_cli.signals import StopSignal, stop_on_signals
 from dcmp_cli.training import model as model_module
-from dcmp_cli.training.config import TrainConfig, build_config
+from dcmp_cli.training.config import TrainConfig
 from dcmp_cli.training.events import TrainEvents
 from dcmp_cli.training.metrics_log import read_metrics
 from dcmp_cli.training.teacher import load_teacher
 from dcmp_cli.training.trainer import NonFiniteLossError, train
 from dcmp_cli.training.vgg import VGG19Features
 
-from helpers import synthetic_hazy, write_png
+from helpers import tiny_train_config, write_pairs
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,32 +39,13 @@ TINY = ["--preset", "dcmpnet-tiny", "-b", "2", "--patch-size", "32", "--workers"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_dataset(root: Path, count: int = 4) -> Path:
-    for i in range(count):
-        clear, hazy, _ = synthetic_hazy(48, 64, seed=i, beta=1.0 + 0.2 * i)
-        write_png(root / "hazy" / f"img{i}.png", hazy)
-        write_png(root / "GT" / f"img{i}.png", clear)
-    return root
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("train-data") / "pairs")
+    return write_pairs(tmp_path_factory.mktemp("train-data") / "pairs")
 
 
 def tiny_config(data: Path, **values) -> TrainConfig:
-    base = dict(
-        data=str(data),
-        preset="dcmpnet-tiny",
-        batch_size=2,
-        patch_size=32,
-        num_workers=0,
-        device="cpu",
-        log_every=1,
-        seed=7,
-        deterministic=True,
-    )
-    return build_config(None, {**base, **values})
+    return tiny_train_config(data, **values)
 
 
 # --- the command -------------------------------------------------------------------------------------------

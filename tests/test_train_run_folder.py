@@ -21,12 +21,12 @@ from dcmp_cli.training.atomic_folder import (
     recover_folder,
     write_folder_atomic,
 )
-from dcmp_cli.training.config import TrainConfig, build_config
+from dcmp_cli.training.config import TrainConfig
 from dcmp_cli.training.run_folder import RunFolderError, RunPaths, prepare_run
 from dcmp_cli.training.state import load_state
 from dcmp_cli.training.trainer import train
 
-from helpers import synthetic_hazy, write_png
+from helpers import tiny_train_config, write_pairs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,28 +35,11 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("run-folder-data") / "pairs"
-    for i in range(4):
-        clear, hazy, _ = synthetic_hazy(48, 64, seed=i, beta=1.0 + 0.2 * i)
-        write_png(root / "hazy" / f"img{i}.png", hazy)
-        write_png(root / "GT" / f"img{i}.png", clear)
-    return root
+    return write_pairs(tmp_path_factory.mktemp("run-folder-data") / "pairs")
 
 
 def tiny_config(data: Path, **values) -> TrainConfig:
-    base = dict(
-        data=str(data),
-        preset="dcmpnet-tiny",
-        batch_size=2,
-        patch_size=32,
-        num_workers=0,
-        device="cpu",
-        log_every=1,
-        seed=7,
-        deterministic=True,
-        tensorboard=False,
-    )
-    return build_config(None, {**base, **values})
+    return tiny_train_config(data, **{"tensorboard": False, **values})
 
 
 # --- folders replaced as one unit ------------------------------------------------------------------------
