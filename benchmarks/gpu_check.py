@@ -198,6 +198,12 @@ class Check:
 
     # --- running commands -------------------------------------------------------------------------
 
+    def network_args(self) -> list[str]:
+        """inference.py options for the network: the smoke preset, the real weights, or the full preset at random."""
+        if self.s.smoke:
+            return ["--preset", self.s.preset]
+        return ["--weights", str(self.weights)] if self.real_weights else ["--preset", "dcmpnet"]
+
     def remaining(self) -> float:
         return min(self.step_deadline, self.start + self.budget) - time.monotonic()
 
@@ -446,11 +452,7 @@ def step_inference(c: Check, r: StepResult) -> None:
         "--json",
         str(target),
     ]
-    args += (
-        ["--preset", c.s.preset]
-        if c.s.smoke
-        else (["--weights", str(c.weights)] if c.real_weights else ["--preset", "dcmpnet"])
-    )
+    args += c.network_args()
     try:
         proc = c.run(args, check=False)
     finally:  # inference.py rewrites its JSON after every case: keep what a timeout left
@@ -478,11 +480,7 @@ def step_compile(c: Check, r: StepResult) -> None:
         "--json",
         str(target),
     ]
-    args += (
-        ["--preset", c.s.preset]
-        if c.s.smoke
-        else (["--weights", str(c.weights)] if c.real_weights else ["--preset", "dcmpnet"])
-    )
+    args += c.network_args()
     env = c.env
     if c.s.smoke:  # inductor's C++ build takes many minutes on small CPUs: check the plumbing only
         env = {**c.env, "TORCH_COMPILE_DISABLE": "1"}
