@@ -32,6 +32,7 @@ from dcmp_cli.core.tiling import (
     normalize_tiles,
     plan_tiles,
     round_up,
+    tile_stride,
     tiled_apply,
 )
 from dcmp_cli.data.image_io import image_to_tensor, read_image
@@ -110,7 +111,7 @@ def test_every_legal_tile_keeps_the_requested_overlap(overlap):
         assert request.tile >= min_tile_for(overlap) and request.tile % ALIGN == 0
         for size in ((request.tile * 3 + 5, request.tile * 2 + 17), (1000, 37)):
             grid = plan_tiles(*size, request.tile, overlap)
-            assert grid.size == (min(request.tile, size[0]), min(request.tile, size[1]))
+            assert grid.size[0] <= min(request.tile, size[0]) and grid.size[1] <= min(request.tile, size[1])
             for starts, lengths in ((grid.ys, grid.heights), (grid.xs, grid.widths)):
                 assert all(s % FINE_STEP == 0 for s in starts)
                 if request.tile - overlap >= ALIGN:
@@ -140,7 +141,7 @@ def test_tiled_apply_gives_every_tile_its_overlap_of_real_context():
     x = torch.arange(90, dtype=torch.float32).expand(1, 1, 70, 90)  # each pixel holds its column
     tiled_apply(record, x, 32, 8)
     columns = sorted({int(t[0, 0, 0, 0].item()) for t in seen})
-    assert columns == [0, 24, 48, 60]  # stride 24 keeps the 8-pixel overlap; the last tile ends at the image edge
+    assert columns == [0, 24, 48, 72]  # stride 24 keeps the 8-pixel overlap; the last tile ends at the image edge
 
 
 @pytest.mark.parametrize("size", [(100, 70), (256, 256), (257, 511), (33, 700)])
@@ -156,9 +157,28 @@ def test_grid_covers_the_image_from_aligned_origins_to_its_edges(size, tile, ove
     assert covered.all()
     assert grid.ys[-1] + grid.heights[-1] == size[0] and grid.xs[-1] + grid.widths[-1] == size[1]
     for starts, lengths in ((grid.ys, grid.heights), (grid.xs, grid.widths)):
-        assert all(length == min(tile, max(lengths)) for length in lengths[:-1])  # only the last tile is shorter
+        assert all(length == lengths[0] <= tile for length in lengths[:-1])  # only the last tile is shorter
         for a, length, b in zip(starts, lengths, starts[1:]):
             assert a + length - b >= overlap  # neighbours overlap by at least `overlap`
+
+
+@pytest.mark.parametrize("tile, overlap", [(256, 32), (128, 32), (96, 16), (64, 8), (32, 8), (256, 48), (64, 0)])
+def test_grids_use_the_fewest_tiles_and_the_least_area(tile, overlap):
+    """Per axis: the fewest tiles that stepping by the stride needs, sharing exactly the overlap."""
+    stride = tile_stride(tile, overlap)
+    for length in range(1, 1200, 3):
+        grid = plan_tiles(length, 7, tile, overlap)
+        starts, lengths = grid.ys, grid.heights
+        fewest = 1 if length <= tile else -(-(length - overlap) // stride)
+        assert len(starts) == fewest
+        assert sum(lengths) == length + (fewest - 1) * overlap  # no tile overlaps more than it must
+        assert starts[-1] + lengths[-1] == length and lengths[-1] > min(overlap, length - 1)
+        assert all(n <= tile for n in lengths)
+
+
+def test_a_300_pixel_image_takes_two_tiles_of_256_and_192_sharing_32_pixels():
+    grid = plan_tiles(300, 300, 256, 32)
+    assert grid.xs == (0, 160) and grid.widths == (192, 140)  # 332 pixels per axis; 256 + 236 before
 
 
 @pytest.mark.parametrize("size", [(45, 77), (200, 130), (321, 257)])
@@ -361,6 +381,8 @@ def test_cli_tile_options(tmp_path, tiny_dehaze_ckpt):
             "16",
             "--max-memory",
             "1G",
+            "--max-disk",
+            "0",
         ],
     )
     assert ok.exit_code == 0, ok.output
@@ -368,7 +390,8 @@ def test_cli_tile_options(tmp_path, tiny_dehaze_ckpt):
     for args, message in (
         (["--tile", "20"], "at least 32"),
         (["--tile", "big"], "--tile must be auto"),
-        (["--max-memory", "lots"], "cannot read memory size"),
+        (["--max-memory", "lots"], "cannot read size"),
+        (["--max-disk", "-3G"], "--max-disk"),
     ):
         bad = runner.invoke(app, ["dehaze", str(source), str(tmp_path / "x.png"), "-w", str(tiny_dehaze_ckpt), *args])
         assert bad.exit_code == 2 and message in bad.output, bad.output
@@ -589,8 +612,8 @@ def test_reuse_beyond_its_memory_recomputes_the_rest():
     assert 1 + tiles < len(runs) < 1 + 2 * tiles  # the priors plan, for the tiles it had room for
     assert torch.equal(partial, recomputed)
     runs.clear()
-    tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40, reuse_bytes=per_tile // 10)
-    assert len(runs) == 1 + 2 * tiles
+    tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40, reuse_bytes=per_tile // 40)
+    assert len(runs) == 1 + 2 * tiles  # not even the priors of the smallest tile fit
 
 
 def test_predictor_reuse_leaves_the_result_unchanged():

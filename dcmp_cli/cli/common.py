@@ -121,6 +121,17 @@ MaxMemoryOption = Annotated[
         show_default=False,
     ),
 ]
+MaxDiskOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-disk",
+        metavar="SIZE",
+        help="Scratch disk for the features tiles reuse on the CPU once --max-memory is spent, in a temporary file "
+        "in TMPDIR deleted after each image, e.g. 20G; 0 for none (those tiles recompute them). Default: up to half "
+        "the free space there; none on a RAM disk (tmpfs) or a GPU.",
+        show_default=False,
+    ),
+]
 CompileOption = Annotated[
     bool, typer.Option("--compile", help="Compile the network with torch.compile (slow start, faster on long runs).")
 ]
@@ -203,10 +214,11 @@ class TilingOptions(TypedDict):
     tile: int | None
     tile_overlap: int
     max_memory: int | None
+    max_disk: int | None
 
 
-def parse_tiling(tile: str, overlap: int, max_memory: str | None) -> TilingOptions:
-    """--tile/--tile-overlap/--max-memory as keyword arguments of the loaders (exits on bad values)."""
+def parse_tiling(tile: str, overlap: int, max_memory: str | None, max_disk: str | None = None) -> TilingOptions:
+    """--tile/--tile-overlap/--max-memory/--max-disk as keyword arguments of the loaders (exits on bad values)."""
     from dcmp_cli.sizes import parse_size
 
     text = tile.strip().lower()
@@ -216,8 +228,12 @@ def parse_tiling(tile: str, overlap: int, max_memory: str | None) -> TilingOptio
         budget = parse_size(max_memory) if max_memory else None
     except ValueError as e:
         fail(f"--max-memory: {e}")
+    try:
+        disk = parse_size(max_disk) if max_disk else None
+    except ValueError as e:
+        fail(f"--max-disk: {e}")
     size = None if text == "auto" else int(text)
-    return {"tile": size, "tile_overlap": overlap, "max_memory": budget}
+    return {"tile": size, "tile_overlap": overlap, "max_memory": budget, "max_disk": disk}
 
 
 def announce_dehazer(requested: Method, dehazer: ImageModel) -> None:

@@ -14,6 +14,7 @@ from dcmp_cli.cli.common import (
     DeviceOption,
     ForceOption,
     JsonOption,
+    MaxDiskOption,
     MaxMemoryOption,
     MethodOption,
     OverwriteOption,
@@ -67,6 +68,7 @@ def dehaze_cli(
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
+    max_disk: MaxDiskOption = None,
     recursive: RecursiveOption = False,
     ext: Annotated[
         str | None,
@@ -123,7 +125,7 @@ def dehaze_cli(
 
     if bit_depth not in (None, 8, 16):
         fail(f"--bit-depth must be 8 or 16, got {bit_depth}")
-    tiling = parse_tiling(tile, tile_overlap, max_memory)
+    tiling = parse_tiling(tile, tile_overlap, max_memory, max_disk)
     options = OutputOptions(
         ext=None if ext is None else "." + ext.lstrip(".").lower(),
         suffix=suffix,

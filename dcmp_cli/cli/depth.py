@@ -13,6 +13,7 @@ from dcmp_cli.cli.common import (
     DeviceOption,
     ForceOption,
     JsonOption,
+    MaxDiskOption,
     MaxMemoryOption,
     OverwriteOption,
     PrecisionOption,
@@ -78,6 +79,7 @@ def depth_cli(
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
+    max_disk: MaxDiskOption = None,
     recursive: RecursiveOption = False,
     ext: Annotated[
         str,
@@ -118,7 +120,7 @@ def depth_cli(
     from dcmp_cli.data.depth_io import DEPTH_EXTENSIONS
     from dcmp_cli.data.image_io import IMAGE_EXTENSIONS
 
-    tiling = parse_tiling(tile, tile_overlap, max_memory)
+    tiling = parse_tiling(tile, tile_overlap, max_memory, max_disk)
     target_ext = "." + ext.lstrip(".").lower()
     options = DepthOutputOptions(target_ext, suffix, colormap.value if colormap else None, side_by_side)
     stream = STREAM in (input, output)

@@ -17,6 +17,7 @@ from dcmp_cli.cli.common import (
     DeviceOption,
     JsonOption,
     LiveProgress,
+    MaxDiskOption,
     MaxMemoryOption,
     PrecisionOption,
     TileOption,
@@ -178,6 +179,7 @@ def eval_cli(
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
+    max_disk: MaxDiskOption = None,
     limit: Annotated[
         int | None, typer.Option("--limit", help="Evaluate only the first N images of each dataset.", min=1)
     ] = None,
@@ -208,7 +210,7 @@ def eval_cli(
     from dcmp_cli.data.datasets import DatasetError
     from dcmp_cli.metrics import PROTOCOL_DESCRIPTIONS
 
-    tiling = parse_tiling(tile, tile_overlap, max_memory)
+    tiling = parse_tiling(tile, tile_overlap, max_memory, max_disk)
     try:
         eval_sets = [open_eval_set(d, data_root, limit=limit, unpaired=no_reference) for d in dataset]
     except DataRootRequired as e:

@@ -32,6 +32,7 @@ from dcmp_cli.cli.common import (
     DeviceOption,
     JsonOption,
     LiveProgress,
+    MaxDiskOption,
     MaxMemoryOption,
     MethodOption,
     PrecisionOption,
@@ -191,6 +192,7 @@ def video_cli(
     tile: TileOption = "auto",
     tile_overlap: TileOverlapOption = 32,
     max_memory: MaxMemoryOption = None,
+    max_disk: MaxDiskOption = None,
     smooth: Annotated[
         float | None,
         typer.Option(
@@ -292,7 +294,7 @@ def video_cli(
     from dcmp_cli.data.video.encode import EncodeOptions, check_encoder
     from dcmp_cli.data.video.errors import VideoWriteError
 
-    tiling = parse_tiling(tile, tile_overlap, max_memory)
+    tiling = parse_tiling(tile, tile_overlap, max_memory, max_disk)
     encode = EncodeOptions(codec=codec, crf=crf)
     frame_range = FrameRange(start_s, end_s, max_frames, rate)
     try:

@@ -48,9 +48,11 @@ def tile_settings(
     overlap: int = 32,
     max_memory: int | str | None = None,
     on_notice: NoticeFn | None = None,
+    max_disk: int | str | None = None,
 ) -> TileSettings:
     """Tiling from user-level values: ``tile`` "auto"/None, 0 (never tile) or a side in pixels;
-    ``max_memory`` bytes or a size such as "2G". A tile size that had to be rounded or raised
+    ``max_memory`` and ``max_disk`` bytes or sizes such as "2G" (:class:`TileSettings`;
+    None = the default). A tile size that had to be rounded or raised
     is said once through ``on_notice``; impossible values raise
     :class:`~dcmp_cli.core.tiling.TileRequestError`."""
     if isinstance(tile, str):
@@ -59,7 +61,8 @@ def tile_settings(
             raise ValueError(f"tile size must be auto, 0 or a size in pixels, got {tile!r}")
         tile = None if text == "auto" else int(text)
     budget = parse_size(max_memory) if isinstance(max_memory, str) else max_memory
-    settings = TileSettings(tile=tile, overlap=overlap, max_memory=budget)
+    disk = parse_size(max_disk) if isinstance(max_disk, str) else max_disk
+    settings = TileSettings(tile=tile, overlap=overlap, max_memory=budget, max_disk=disk)
     if settings.note and on_notice is not None:
         on_notice(settings.note)
     return settings
@@ -96,6 +99,7 @@ def load_dehazer(
     tile: int | str | None = "auto",
     tile_overlap: int = 32,
     max_memory: int | str | None = None,
+    max_disk: int | str | None = None,
     compile: bool = False,
     on_notice: NoticeFn | None = None,
 ) -> Dehazer:
@@ -109,7 +113,7 @@ def load_dehazer(
     """
     name = _method(method)
     torch_device, checked = _device(device, value_of(precision))
-    tiling = tile_settings(tile, tile_overlap, max_memory, on_notice)
+    tiling = tile_settings(tile, tile_overlap, max_memory, on_notice, max_disk)
     path = _weights("dehaze", name, weights)
     if path is None:
         return PriorDehazer(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
@@ -125,12 +129,13 @@ def load_depth_model(
     tile: int | str | None = "auto",
     tile_overlap: int = 32,
     max_memory: int | str | None = None,
+    max_disk: int | str | None = None,
     on_notice: NoticeFn | None = None,
 ) -> DepthModel:
     """The depth model alone: DCMPNet's depth network, or a prior's transmission (−ln t)."""
     name = _method(method)
     torch_device, checked = _device(device, value_of(precision))
-    tiling = tile_settings(tile, tile_overlap, max_memory, on_notice)
+    tiling = tile_settings(tile, tile_overlap, max_memory, on_notice, max_disk)
     path = _weights("depth", name, weights)
     if path is None:
         return PriorDepth(create_prior(name if name in PRIOR_METHODS else DEFAULT_PRIOR))
@@ -148,6 +153,7 @@ def load_depth_estimator(
     tile: int | str | None = "auto",
     tile_overlap: int = 32,
     max_memory: int | str | None = None,
+    max_disk: int | str | None = None,
     on_notice: NoticeFn | None = None,
 ) -> DepthEstimator:
     """The depth pipeline ``dcmp depth`` would use with these options.
@@ -172,6 +178,7 @@ def load_depth_estimator(
         tile=tile,
         tile_overlap=tile_overlap,
         max_memory=max_memory,
+        max_disk=max_disk,
         on_notice=once,
     )
     if isinstance(model, PriorDepth):
@@ -193,6 +200,7 @@ def load_depth_estimator(
         tile=tile,
         tile_overlap=tile_overlap,
         max_memory=max_memory,
+        max_disk=max_disk,
         on_notice=once,
     )
     return DepthEstimator(model, dehazer)

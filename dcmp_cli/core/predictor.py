@@ -31,6 +31,7 @@ from dcmp_cli.core.device import Precision, autocast, check_precision, cudnn_aut
 from dcmp_cli.core.fastpath import prepare_for_inference, uses_channels_last
 from dcmp_cli.core.image_model import Dehazer, DepthModel, ImageModel, ProgressFn, TemporalState
 from dcmp_cli.core.memory import FALLBACK_BYTES_PER_PIXEL, activation_budget, is_out_of_memory, measure_bytes_per_pixel
+from dcmp_cli.core.scratch import scratch_capacity
 from dcmp_cli.core.temporal import SequentialStats
 from dcmp_cli.core.tiled_inference import reuse_plans, tiled_forward
 from dcmp_cli.core.tiling import ALIGN, min_tile_for, normalize_tiles
@@ -78,6 +79,10 @@ class TileSettings:
     the features the final tiles take over from the statistics sweep instead of
     recomputing them (None = half the activation budget on the CPU, automatic tiles then
     sized for the other half; on other devices the CPU's default budget; 0 = none).
+    ``max_disk``: bytes of scratch disk for those features beyond ``reuse_memory``, in a
+    temporary file in ``TMPDIR`` deleted after each image (None = on the CPU half the free
+    space there, none where it is kept in memory, none on other devices, whose passes are
+    faster than the disk; 0 = none).
     """
 
     tile: int | None = None
@@ -87,6 +92,7 @@ class TileSettings:
     stats_pixels: int = 512 * 512
     batch_tiles: int | None = None
     reuse_memory: int | None = None
+    max_disk: int | None = None
     note: str | None = field(default=None, init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -237,6 +243,12 @@ class Predictor(ImageModel):
             return 0
         return self._budget() // 2 if self._reuse_in_budget() else activation_budget(torch.device("cpu"))
 
+    def _scratch_bytes(self) -> int:
+        """Scratch disk for the reused features beyond their memory (:class:`TileSettings`)."""
+        if self.tiling.max_disk is not None:
+            return self.tiling.max_disk
+        return scratch_capacity() if self.device.type == "cpu" and reuse_plans(self.model) else 0
+
     def _stats_pixels(self, tile: int) -> int:
         """Size of the statistics pass: ``stats_pixels``, less where the budget is smaller, never below a tile."""
         if self.tiling.stats_pixels <= tile * tile:
@@ -288,6 +300,7 @@ class Predictor(ImageModel):
                 batch_tiles=1 if retried else self._tiles_per_batch(tile),
                 progress=progress,
                 reuse_bytes=self._reuse_bytes(),
+                scratch_bytes=self._scratch_bytes(),
                 out=None if result is None else result[i : i + 1],
             )
             if result is None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import os
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dcmp_cli.core.scratch import Parked, ScratchFile
 from dcmp_cli.core.tiling import ALIGN, FINE_STEP, ProgressFn, TileFn, plan_tiles, round_up, tile_batches, tiled_apply
 from dcmp_cli.models.dehaze_net import DehazeNet
 from dcmp_cli.models.global_stats import (
@@ -132,19 +134,24 @@ class _Placeholder:
         return torch.zeros((), dtype=self.dtype, device=device).expand(self.shape)
 
 
-_Part = torch.Tensor | _Placeholder
+_Part = torch.Tensor | _Placeholder | Parked
 
 
 @dataclass(frozen=True)
 class _Kept:
-    """A module's output as kept: its elements (one for a tensor output), each a copy or a placeholder."""
+    """A module's output as kept: its elements (one for a tensor output): copies, parked on disk or placeholders."""
 
     parts: tuple[_Part, ...]
     is_tuple: bool
 
     @property
     def bytes(self) -> int:
+        """Bytes of the copies in memory."""
         return sum(p.numel() * p.element_size() for p in self.parts if isinstance(p, torch.Tensor))
+
+    @property
+    def parked_bytes(self) -> int:
+        return sum(p.nbytes for p in self.parts if isinstance(p, Parked))
 
     def narrowed(self, indices: tuple[int, ...] | None) -> _Kept:
         """Only the elements ``indices`` (None: all) stay copies."""
@@ -156,9 +163,22 @@ class _Kept:
         )
         return _Kept(parts, self.is_tuple)
 
-    def output(self, device: torch.device) -> Any:
-        values = tuple(p.tensor(device) if isinstance(p, _Placeholder) else p.to(device) for p in self.parts)
+    def parked(self, scratch: ScratchFile) -> _Kept:
+        """The copies written to ``scratch`` (and released from memory)."""
+        return _Kept(tuple(scratch.put(p) if isinstance(p, torch.Tensor) else p for p in self.parts), self.is_tuple)
+
+    def output(self, device: torch.device, scratch: ScratchFile | None) -> Any:
+        values = tuple(_restore(p, device, scratch) for p in self.parts)
         return values if self.is_tuple else values[0]
+
+
+def _restore(part: _Part, device: torch.device, scratch: ScratchFile | None) -> torch.Tensor:
+    if isinstance(part, _Placeholder):
+        return part.tensor(device)
+    if isinstance(part, Parked):
+        assert scratch is not None
+        return scratch.get(part, device)
+    return part.to(device)
 
 
 def _wanted(index: int, indices: tuple[int, ...] | None) -> bool:
@@ -189,41 +209,63 @@ class ReuseOutputs:
     ones, so every module call that ends before an accumulated statistic is taken gives
     the same output in both, and the final tiles can skip it (exactly). ``plans`` (most
     saving first) say what to keep; the first whose estimate for the whole image (from the
-    first batch) fits ``max_bytes`` is used, else the last one for as many batches as fit
-    (the others recompute). Copies live on ``store``; ``pixels``: all tiles' area.
+    first batch) fits ``max_bytes`` and the room of ``scratch`` together is used, else the
+    last one for as many batches as fit (the others recompute). Copies live on ``store``
+    while ``max_bytes`` lasts, then in ``scratch`` (on disk); ``pixels``: all tiles' area.
     Use :meth:`recording` around the sweep and :meth:`replaying` around the final tiles,
     calling :meth:`batch` before each forward pass.
     """
 
     def __init__(
-        self, model: nn.Module, plans: Sequence[ReusePlan], max_bytes: int, pixels: int, store: torch.device
+        self,
+        model: nn.Module,
+        plans: Sequence[ReusePlan],
+        max_bytes: int,
+        pixels: int,
+        store: torch.device,
+        scratch: ScratchFile | None = None,
     ) -> None:
         modules = dict(model.named_modules())
-        self.plans = [plan for plan in plans if all(name in modules for name in plan)] if max_bytes > 0 else []
+        room = max_bytes + (scratch.max_bytes if scratch is not None else 0)
+        self.plans = [plan for plan in plans if all(name in modules for name in plan)] if room > 0 else []
         self.modules = {name: modules[name] for plan in self.plans for name in plan}
-        self.max_bytes, self.pixels, self.store = max_bytes, pixels, store
+        self.max_bytes, self.pixels, self.store, self.scratch = max_bytes, pixels, store, scratch
         self.plan: ReusePlan | None = None
         self.kept: dict[int, dict[str, _Kept]] = {}
         self._batch = 0
         self._taking: Mapping[str, tuple[int, ...] | None] | None = None
+        self._park_to: ScratchFile | None = None
         self._bytes_per_pixel = 0.0
 
     @property
     def bytes(self) -> int:
-        """Bytes of the copies kept."""
+        """Bytes of the copies kept in memory."""
         return sum(k.bytes for entries in self.kept.values() for k in entries.values())
+
+    @property
+    def parked_bytes(self) -> int:
+        """Bytes of the copies kept on disk."""
+        return sum(k.parked_bytes for entries in self.kept.values() for k in entries.values())
+
+    def _place(self, size: float) -> tuple[bool, ScratchFile | None]:
+        """(keep, the scratch file when it goes to disk) for a batch of ``size`` bytes: memory first."""
+        if self.bytes + size <= self.max_bytes:
+            return True, None
+        if self.scratch is not None and self.scratch.fits(size):
+            return True, self.scratch
+        return False, None
 
     def batch(self, index: int, pixels: int = 0) -> None:
         """Before each forward pass: the tile batch it runs (numbered alike in both passes) and its area."""
         self._batch = index
+        self._park_to = None
         if not self.plans:
             self._taking = None
         elif self.plan is None:
             self._taking = {name: _union(self.plans, name) for name in self.modules}
-        elif self.bytes + self._bytes_per_pixel * pixels <= self.max_bytes:
-            self._taking = self.plan
         else:
-            self._taking = None
+            keep, self._park_to = self._place(self._bytes_per_pixel * pixels)
+            self._taking = self.plan if keep else None
 
     def batch_done(self, pixels: int) -> None:
         """After each forward pass of the sweep: the first one decides the plan."""
@@ -233,14 +275,19 @@ class ReuseOutputs:
         if set(first) != set(self.modules):
             self.plans = []  # the network did not call every planned module: reuse nothing
             return
+        room = self.max_bytes + (self.scratch.max_bytes if self.scratch is not None else 0)
         for plan in self.plans:
             size = sum(first[name].narrowed(plan[name]).bytes for name in plan)
-            if size * self.pixels / pixels <= self.max_bytes:
+            if size * self.pixels / pixels <= room:
                 break
         self.plan = plan
         self._bytes_per_pixel = size / pixels
-        if size <= self.max_bytes:
-            self.kept[self._batch] = {name: first[name].narrowed(plan[name]) for name in plan}
+        keep, scratch = self._place(size)
+        if keep:
+            entries = {name: first[name].narrowed(plan[name]) for name in plan}
+            if scratch is not None:
+                entries = {name: kept.parked(scratch) for name, kept in entries.items()}
+            self.kept[self._batch] = entries
 
     @contextmanager
     def _patched(self, wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
@@ -265,7 +312,8 @@ class ReuseOutputs:
                         self.plans, self._taking = [], None
                         self.kept.clear()
                     else:
-                        entries[name] = _keep(output, self._taking[name], self.store)
+                        kept = _keep(output, self._taking[name], self.store)
+                        entries[name] = kept if self._park_to is None else kept.parked(self._park_to)
                 return output
 
             return record
@@ -280,7 +328,7 @@ class ReuseOutputs:
         def wrap(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
             def replay(*args: Any, **kwargs: Any) -> Any:
                 kept = self.kept.get(self._batch, {}).get(name)
-                return forward(*args, **kwargs) if kept is None else kept.output(device)
+                return forward(*args, **kwargs) if kept is None else kept.output(device, self.scratch)
 
             return replay
 
@@ -414,6 +462,8 @@ def tiled_forward(
     progress: ProgressFn | None = None,
     reuse_bytes: int = 0,
     reuse: Sequence[ReusePlan] | None = None,
+    scratch_bytes: int = 0,
+    scratch_dir: str | os.PathLike[str] | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``network`` on ``image`` (1, 3, H, W, network range) tile by tile, with image-global statistics.
@@ -425,7 +475,9 @@ def tiled_forward(
     same tiles as step 3); ``stats`` decides final values (video).
     ``reuse_bytes``: memory for the features step 3 takes over from step 2 instead of
     recomputing them (:class:`ReuseOutputs`; kept on the CPU unless the image is on the
-    CPU or the meta device; 0 = none), by ``reuse`` plans (default :func:`reuse_plans`).
+    CPU or the meta device; 0 = none), by ``reuse`` plans (default :func:`reuse_plans`);
+    beyond it, up to ``scratch_bytes`` more in a temporary file in ``scratch_dir`` (None:
+    ``TMPDIR``; :class:`~dcmp_cli.core.scratch.ScratchFile`, deleted before returning).
     ``progress(done, total)`` counts the tiles of steps 2 and 3 together. Returns
     float32 (1, C_out, H, W) on the image's device, in ``out`` when given.
     """
@@ -450,29 +502,29 @@ def tiled_forward(
 
     store = image.device if image.device.type in ("cpu", "meta") else torch.device("cpu")
     pixels = sum(th * tw for _, _, th, tw in grid.tiles())
-    kept = ReuseOutputs(
-        model, reuse_plans(model) if reuse is None else reuse, reuse_bytes if accumulates else 0, pixels, store
-    )
-    accumulated = accumulate_statistics(
-        network,
-        model,
-        image,
-        values,
-        layers,
-        tile,
-        overlap,
-        batch_tiles=batch_tiles,
-        progress=offset(0),
-        reuse=kept,
-    )
-    if stats is not None:
-        accumulated = {k: stats.resolve(k, _constant(v)) for k, v in accumulated.items()}
-    values.update(accumulated)
-    batches = itertools.count()
+    plans = reuse_plans(model) if reuse is None else reuse
+    with ScratchFile(scratch_bytes if accumulates else 0, scratch_dir) as scratch:
+        kept = ReuseOutputs(model, plans, reuse_bytes if accumulates else 0, pixels, store, scratch)
+        accumulated = accumulate_statistics(
+            network,
+            model,
+            image,
+            values,
+            layers,
+            tile,
+            overlap,
+            batch_tiles=batch_tiles,
+            progress=offset(0),
+            reuse=kept,
+        )
+        if stats is not None:
+            accumulated = {k: stats.resolve(k, _constant(v)) for k, v in accumulated.items()}
+        values.update(accumulated)
+        batches = itertools.count()
 
-    def final(x: torch.Tensor) -> torch.Tensor:
-        kept.batch(next(batches))
-        return network(x)
+        def final(x: torch.Tensor) -> torch.Tensor:
+            kept.batch(next(batches))
+            return network(x)
 
-    with global_statistics(model, ReplayStats(values)), kept.replaying(image.device):
-        return tiled_apply(final, image, tile, overlap, batch_tiles=batch_tiles, progress=offset(sweep), out=out)
+        with global_statistics(model, ReplayStats(values)), kept.replaying(image.device):
+            return tiled_apply(final, image, tile, overlap, batch_tiles=batch_tiles, progress=offset(sweep), out=out)

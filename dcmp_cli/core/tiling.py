@@ -7,7 +7,8 @@ network saw padding instead of the neighbouring pixels, gets little weight). Til
 origins lie on a grid of :data:`ALIGN` pixels so that the network's attention windows
 and pooling grids fall on the same pixels as in a whole-image pass, and the last tile
 of each row and column ends at the image edge (it may be shorter), so that the network
-meets the image's edges exactly as in a whole-image pass.
+meets the image's edges exactly as in a whole-image pass. Grids use the fewest tiles,
+and neighbours share exactly the overlap: tiling computes the least extra area.
 
 :func:`normalize_tiles` is the one place where a requested tile size and overlap become
 legal values: tiles are multiples of the grid and neighbours always share at least the
@@ -176,28 +177,32 @@ def _core_spans(starts: tuple[int, ...], lengths: tuple[int, ...], end: int, ste
     return list(zip(edges, edges[1:]))
 
 
-def _starts(length: int, tile: int, overlap: int, align: int) -> tuple[int, ...]:
-    """Origins covering [0, length) with tiles of ``tile`` overlapping by ≥ ``overlap``.
+def _axis(length: int, tile: int, overlap: int, align: int) -> tuple[tuple[int, ...], int]:
+    """Origins and extent of the fewest tiles of ≤ ``tile`` covering [0, length), neighbours sharing ``overlap``.
 
-    Origins step by :func:`tile_stride`; the last one is the first on that step's grid
-    from which a tile reaches the end, so it may be shorter than ``tile``.
+    The count is the least that tiles stepping by :func:`tile_stride` need; the step is then
+    the smallest one on that stride's grid with which that count still reaches the end, so
+    every tile but the last spans step + ``overlap`` pixels, neighbours share exactly
+    ``overlap``, and the last one ends at the image edge (shorter, but longer than the
+    overlap). The tiles cover length + (count − 1) × overlap pixels, the least possible.
     """
     if tile >= length:
-        return (0,)
+        return (0,), length
     stride = tile_stride(tile, overlap, align)
-    step = align if stride % align == 0 else FINE_STEP
-    starts = list(range(0, length - tile, stride))
-    starts.append(round_up(length - tile, step))
-    return tuple(sorted(set(starts)))
+    unit = align if stride % align == 0 else FINE_STEP
+    count = -(-(length - overlap) // stride)
+    step = round_up(-(-(length - overlap) // count), unit)
+    return tuple(i * step for i in range(count)), step + overlap
 
 
 def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = ALIGN) -> TileGrid:
-    """Tiles of at most ``tile``² pixels over a (height, width) image; neighbours share ≥ ``overlap``.
+    """The fewest tiles of at most ``tile``² pixels over a (height, width) image; neighbours share ``overlap``.
 
     Origins lie on the ``align`` grid (where the overlap leaves room, see
     :func:`normalize_tiles`), as the network's attention windows and poolings do in a
     whole-image pass; the last tile of a row or column ends at the image edge, so that the
-    network meets that edge as in a whole-image pass (no padding to the grid).
+    network meets that edge as in a whole-image pass (no padding to the grid). Tiles may
+    be smaller than ``tile`` where that takes no more of them (:func:`_axis`).
     ``tile`` and ``overlap`` go through :func:`normalize_tiles` (an unaligned tile is
     rounded down to the grid; an overlap the tile cannot keep raises
     :class:`TileRequestError`).
@@ -210,10 +215,9 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = AL
             f"tiles of {tile} pixels cannot share a {overlap}-pixel overlap; "
             f"use tiles of at least {request.tile} pixels"
         )
-    th, tw = min(request.tile, height), min(request.tile, width)
-    return TileGrid(
-        height, width, (th, tw), _starts(height, th, overlap, align), _starts(width, tw, overlap, align), overlap
-    )
+    ys, th = _axis(height, request.tile, overlap, align)
+    xs, tw = _axis(width, request.tile, overlap, align)
+    return TileGrid(height, width, (th, tw), ys, xs, overlap)
 
 
 def _ramp(length: int, ramp_in: int, ramp_out: int, device: torch.device) -> torch.Tensor:
