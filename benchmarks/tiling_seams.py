@@ -3,7 +3,7 @@
     python benchmarks/tiling_seams.py                 # full run (≈ 2 h on 2 CPU cores)
     python benchmarks/tiling_seams.py --quick         # 6 crops of 640×480 (≈ 30 min)
     python benchmarks/tiling_seams.py --quick --diagnose   # where the differences come from
-    python benchmarks/tiling_seams.py --large         # FLOP cost on 2–40 MP photos (no whole-image run)
+    python benchmarks/tiling_seams.py --large         # FLOP cost on 2–40 MP photos, memory vs memory + disk
 
 Crops every photo of ``../shared/data/real`` and ``real_more`` (sizes from 300×300 up to
 1200×1600, the largest whose whole-image pass fits comfortably in RAM here; kinds:
@@ -316,8 +316,16 @@ class FlopModel:
             "covered": covered,
         }
 
+    def kept_bytes(self, height: int, width: int, tile: int) -> float:
+        """Bytes of the encoder plan over every tile of the grid (what full reuse keeps)."""
+        grid = plan_tiles(height, width, tile, self.overlap)
+        return sum(self.tile(th, tw)["bytes-encoder"] for _, _, th, tw in grid.tiles())
+
     def _reuse(self, shapes: list[tuple[int, int]], budget: int) -> tuple[float, float, float]:
-        """(plan: 2 encoder, 1 priors, 0 none; share of tiles reusing; final-pass FLOPs), as ReuseOutputs decides."""
+        """(plan: 2 encoder, 1 priors, 0 none; share of tiles reusing; final-pass FLOPs), as ReuseOutputs decides.
+
+        ``budget``: reuse memory and scratch disk together (ReuseOutputs fills one, then the other).
+        """
         full = [self.tile(*s) for s in shapes]
         if budget > 0 and sum(t["bytes-encoder"] for t in full) <= budget:
             return 2.0, 1.0, sum(t["final-encoder"] for t in full)
@@ -375,6 +383,12 @@ def main() -> None:
         help="GiB for the features dcmp's final tiles reuse from the sweep (default 1, the CPU default; 0: none)",
     )
     parser.add_argument(
+        "--max-disk",
+        type=float,
+        default=64.0,
+        help="--large: GiB of scratch disk beyond the reuse memory (the CPU default is half the free space of TMPDIR)",
+    )
+    parser.add_argument(
         "--sizes",
         nargs="+",
         type=_size,
@@ -400,7 +414,7 @@ def main() -> None:
     bench = Bench(args.weights, args.overlap, args.stats_pixels, args.min_stats_factor, reuse_bytes)
     flops = FlopModel(bench.model, args.overlap)
     if args.large:
-        large_costs(flops, bench, args.tiles, reuse_bytes)
+        large_costs(flops, bench, args.tiles, reuse_bytes, int(args.max_disk * GIB))
         return
     weights_id = hashlib.sha1(args.weights.read_bytes()).hexdigest()[:12]
     crops = make_crops(tuple(args.sizes), large=False) if args.sizes else make_crops()
@@ -496,25 +510,35 @@ def summarize(
         print(f"  {method:9s} tile {tile:4d}: {cells}")
 
 
-def large_costs(flops: FlopModel, bench: Bench, tiles: list[int], reuse_bytes: int) -> None:
-    """FLOP cost of naive tiling and of dcmp on 4:3 photos of 2–40 MP (per-shape counts over the tile grid)."""
+def large_costs(flops: FlopModel, bench: Bench, tiles: list[int], reuse_bytes: int, disk_bytes: int) -> None:
+    """FLOP cost of naive tiling and of dcmp on 4:3 photos of 2–40 MP (per-shape counts over the tile grid).
+
+    dcmp three ways: recomputing everything in the final tiles; reusing the sweep's
+    features within ``reuse_bytes`` of memory; and within that memory plus ``disk_bytes``
+    of scratch disk (the CPU default), with the disk it writes.
+    """
     print(
         f"FLOPs × the whole-image pass on 4:3 photos, overlap {flops.overlap}; dcmp: statistics pass ≤ "
-        f"max(tile², 512²) pixels, reuse memory {reuse_bytes / GIB:g} GiB"
+        f"max(tile², 512²) pixels, reuse memory {reuse_bytes / GIB:g} GiB, scratch disk up to {disk_bytes / GIB:g} GiB"
     )
     print(
-        f"{'photo':>14s} {'tile':>5s} {'naive':>6s} {'dcmp, recompute':>16s} {'dcmp, reuse':>12s} "
-        f"{'÷ naive':>8s}  reuse"
+        f"{'photo':>14s} {'tile':>5s} {'naive':>6s} {'recompute':>10s} {'memory':>7s}  {'reuse (memory)':24s} "
+        f"{'+ disk':>7s} {'÷ naive':>8s} {'disk GiB':>9s}"
     )
     for megapixels in (2, 4, 8, 12, 24, 40):
         width = round(math.sqrt(megapixels * 1e6 * 4 / 3) / 4) * 4
         height = width * 3 // 4
         for tile in tiles:
-            c = flops.costs(height, width, tile, bench.stats_pixels or max(tile * tile, 512 * 512), reuse_bytes)
+            stats_pixels = bench.stats_pixels or max(tile * tile, 512 * 512)
+            c = flops.costs(height, width, tile, stats_pixels, reuse_bytes)
+            d = flops.costs(height, width, tile, stats_pixels, reuse_bytes + disk_bytes)
             plan = {2.0: "encoder", 1.0: "priors", 0.0: "none"}[c["plan"]]
+            kept = flops.kept_bytes(height, width, tile)
+            written = max(0.0, kept - reuse_bytes) if d["plan"] == 2.0 else float("nan")
             print(
-                f"{width:>6d}×{height:<6d} {tile:>5d} {c['naive']:6.2f} {c['recompute']:16.2f} {c['reuse']:12.2f} "
-                f"{c['reuse'] / c['naive']:8.2f}  {plan}, {c['covered']:.0%} of tiles",
+                f"{width:>6d}×{height:<6d} {tile:>5d} {c['naive']:6.2f} {c['recompute']:10.2f} {c['reuse']:7.2f}  "
+                f"{plan + ', ' + format(c['covered'], '.0%') + ' of tiles':24s} {d['reuse']:7.2f} "
+                f"{d['reuse'] / d['naive']:8.2f} {written / GIB:9.1f}",
                 flush=True,
             )
 

@@ -185,11 +185,14 @@ def _wanted(index: int, indices: tuple[int, ...] | None) -> bool:
     return indices is None or index in indices
 
 
-def _keep(output: Any, indices: tuple[int, ...] | None, store: torch.device) -> _Kept:
+def _keep(output: Any, indices: tuple[int, ...] | None, store: torch.device, scratch: ScratchFile | None) -> _Kept:
+    """Copies on ``store`` of the wanted elements of a module's output, or written straight to ``scratch``."""
     is_tuple = not isinstance(output, torch.Tensor)
     elements = tuple(output) if is_tuple else (output,)
     parts = tuple(
-        e.detach().to(store, copy=True) if _wanted(i, indices) else _Placeholder(tuple(e.shape), e.dtype)
+        (e.detach().to(store, copy=True) if scratch is None else scratch.put(e))
+        if _wanted(i, indices)
+        else _Placeholder(tuple(e.shape), e.dtype)
         for i, e in enumerate(elements)
     )
     return _Kept(parts, is_tuple)
@@ -312,8 +315,7 @@ class ReuseOutputs:
                         self.plans, self._taking = [], None
                         self.kept.clear()
                     else:
-                        kept = _keep(output, self._taking[name], self.store)
-                        entries[name] = kept if self._park_to is None else kept.parked(self._park_to)
+                        entries[name] = _keep(output, self._taking[name], self.store, self._park_to)
                 return output
 
             return record
