@@ -149,10 +149,6 @@ class _Kept:
         """Bytes of the copies in memory."""
         return sum(p.numel() * p.element_size() for p in self.parts if isinstance(p, torch.Tensor))
 
-    @property
-    def parked_bytes(self) -> int:
-        return sum(p.nbytes for p in self.parts if isinstance(p, Parked))
-
     def narrowed(self, indices: tuple[int, ...] | None) -> _Kept:
         """Only the elements ``indices`` (None: all) stay copies."""
         parts = tuple(
@@ -244,11 +240,6 @@ class ReuseOutputs:
     def bytes(self) -> int:
         """Bytes of the copies kept in memory."""
         return sum(k.bytes for entries in self.kept.values() for k in entries.values())
-
-    @property
-    def parked_bytes(self) -> int:
-        """Bytes of the copies kept on disk."""
-        return sum(k.parked_bytes for entries in self.kept.values() for k in entries.values())
 
     def _place(self, size: float) -> tuple[bool, ScratchFile | None]:
         """(keep, the scratch file when it goes to disk) for a batch of ``size`` bytes: memory first."""
@@ -505,7 +496,8 @@ def tiled_forward(
     store = image.device if image.device.type in ("cpu", "meta") else torch.device("cpu")
     pixels = sum(th * tw for _, _, th, tw in grid.tiles())
     plans = reuse_plans(model) if reuse is None else reuse
-    with ScratchFile(scratch_bytes if accumulates else 0, scratch_dir) as scratch:
+    on_disk = scratch_bytes if accumulates and image.device.type != "meta" else 0
+    with ScratchFile(on_disk, scratch_dir) as scratch:
         kept = ReuseOutputs(model, plans, reuse_bytes if accumulates else 0, pixels, store, scratch)
         accumulated = accumulate_statistics(
             network,
