@@ -10,7 +10,7 @@ import torch
 
 from dcmp_cli.core import scratch as scratch_module
 from dcmp_cli.core.predictor import DehazePredictor, TileSettings
-from dcmp_cli.core.scratch import ScratchFile, _file_system, scratch_capacity
+from dcmp_cli.core.scratch import ScratchFile, _file_system, _is_channels_last, scratch_capacity
 from dcmp_cli.core.tiled_inference import tiled_forward
 from dcmp_cli.core.tiling import plan_tiles
 from dcmp_cli.data.image_io import image_to_tensor
@@ -30,6 +30,8 @@ CPU = torch.device("cpu")
         torch.arange(10, dtype=torch.int64),
         torch.empty(0, 3),
         torch.tensor(1.5),
+        torch.randn(2, 5, 4, 3).contiguous(memory_format=torch.channels_last),
+        torch.randn(1, 1, 4, 3).contiguous(memory_format=torch.channels_last),
     ],
 )
 def test_scratch_gives_tensors_back_bit_for_bit(tmp_path, tensor):
@@ -39,6 +41,11 @@ def test_scratch_gives_tensors_back_bit_for_bit(tmp_path, tensor):
         after = scratch.put(torch.full((5,), 7.0))
         back = scratch.get(parked, CPU)
         assert back.dtype == tensor.dtype and back.shape == tensor.shape
+        assert back.is_contiguous(memory_format=torch.channels_last) == tensor.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        if _is_channels_last(tensor):  # the layout the fast path computes in comes back as it was
+            assert back.stride() == tensor.stride()
         assert torch.equal(back, tensor)
         assert torch.equal(scratch.get(before, CPU), torch.ones(3))
         assert torch.equal(scratch.get(after, CPU), torch.full((5,), 7.0))
@@ -148,6 +155,8 @@ def test_predictor_uses_scratch_disk_on_the_cpu_unless_told_not_to(tmp_path, mon
     if scratch_capacity(tmp_path) > 0:
         assert counts == [1 + tiles, 1 + 2 * tiles]
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-6)
+    in_memory = DehazePredictor(_tiny(), CPU, tiling=TileSettings(**{**settings, "reuse_memory": 2**30}, max_disk=0))
+    assert torch.equal(results[0], in_memory(image))  # the fast path's channels-last features come back as kept
     assert list(tmp_path.iterdir()) == []
 
 

@@ -59,13 +59,18 @@ def scratch_capacity(directory: str | os.PathLike[str] | None = None) -> int:
         return 0
 
 
+def _is_channels_last(tensor: torch.Tensor) -> bool:
+    return tensor.dim() == 4 and not tensor.is_contiguous() and tensor.is_contiguous(memory_format=torch.channels_last)
+
+
 @dataclass(frozen=True)
 class Parked:
-    """Where a tensor lies in a :class:`ScratchFile`."""
+    """Where a tensor lies in a :class:`ScratchFile`; ``channels_last``: its memory layout, kept."""
 
     offset: int
     shape: tuple[int, ...]
     dtype: torch.dtype
+    channels_last: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -89,11 +94,16 @@ class ScratchFile:
         return self.bytes + nbytes <= self.max_bytes
 
     def put(self, tensor: torch.Tensor) -> Parked:
-        """Writes ``tensor`` (any device, any dtype) and says where it lies."""
+        """Writes ``tensor`` (any device, any dtype) and says where it lies.
+
+        A channels-last tensor comes back channels-last (the layout the fast path computes in).
+        """
         if self._file is None:
             self._file = tempfile.TemporaryFile(dir=self.directory)
-        data = tensor.detach().to("cpu").contiguous()
-        parked = Parked(self.bytes, tuple(data.shape), data.dtype)
+        channels_last = _is_channels_last(tensor)
+        data = tensor.detach().to("cpu")
+        parked = Parked(self.bytes, tuple(data.shape), data.dtype, channels_last)
+        data = data.permute(0, 2, 3, 1).contiguous() if channels_last else data.contiguous()
         if data.numel():
             self._file.seek(parked.offset)
             self._file.write(data.reshape(-1).view(torch.uint8).numpy().data)
@@ -108,7 +118,11 @@ class ScratchFile:
             self._file.seek(parked.offset)
             if self._file.readinto(raw.numpy().data) != parked.nbytes:
                 raise OSError("the scratch file came back short")
-        return raw.view(parked.dtype).view(parked.shape).to(device)
+        values = raw.view(parked.dtype)
+        if parked.channels_last:
+            n, c, h, w = parked.shape
+            return values.view(n, h, w, c).permute(0, 3, 1, 2).to(device)
+        return values.view(parked.shape).to(device)
 
     def close(self) -> None:
         if self._file is not None:
