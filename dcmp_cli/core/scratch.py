@@ -78,10 +78,11 @@ class Parked:
 
 
 class ScratchFile:
-    """Up to ``max_bytes`` of tensors in one temporary file in ``directory`` (None: ``TMPDIR``).
+    """Tensors in one temporary file in ``directory`` (None: ``TMPDIR``), ``max_bytes`` of room.
 
-    The file is created on the first :meth:`put`; :meth:`close` (or the ``with`` block)
-    deletes it. Errors writing (a full disk) propagate.
+    Callers ask :meth:`fits` before :meth:`put`, which does not check. The file is created
+    on the first :meth:`put`; :meth:`close` (or the ``with`` block) deletes it. Errors
+    writing (a full disk) propagate.
     """
 
     def __init__(self, max_bytes: int, directory: str | os.PathLike[str] | None = None) -> None:
