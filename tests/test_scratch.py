@@ -169,3 +169,48 @@ def test_loader_passes_the_scratch_disk_on(tiny_dehaze_ckpt):
     assert dehazer._scratch_bytes() == 1024**2
     with pytest.raises(ValueError, match="cannot read size"):
         tile_settings(max_disk="plenty")
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("good_writes", [0, 15])
+def test_a_full_scratch_disk_falls_back_to_recomputing(tmp_path, monkeypatch, good_writes):
+    """A write that fails (no space left) drops that tile's features; the rest recompute; the image is unchanged."""
+    model = _tiny()
+    network = lambda t: model(t).image  # noqa: E731
+    x = torch.rand(1, 3, 100, 120) * 2 - 1
+    tiles = len(plan_tiles(100, 120, 64, 16))
+    recomputed = tiled_forward(network, model, x, 64, 16, stats_pixels=40 * 40)
+    put, writes = ScratchFile.put, []
+
+    def failing_put(self, tensor):
+        if len(writes) >= good_writes:
+            raise OSError(28, "No space left on device")
+        writes.append(1)
+        return put(self, tensor)
+
+    monkeypatch.setattr(ScratchFile, "put", failing_put)
+    notices: list[str] = []
+    runs = _guide_runs(model)
+    spill = {"scratch_bytes": 2**30, "scratch_dir": tmp_path, "on_notice": notices.append}
+    result = tiled_forward(network, model, x, 64, 16, stats_pixels=40 * 40, **spill)
+    assert torch.equal(result, recomputed)
+    assert len(notices) == 1 and "No space left on device" in notices[0]
+    assert "compute their features again" in notices[0]
+    if good_writes:
+        assert 1 + tiles < len(runs) < 1 + 2 * tiles  # the tiles written before the failure were reused
+    else:
+        assert len(runs) == 1 + 2 * tiles
+    assert list(tmp_path.iterdir()) == []
+
+
+@torch.no_grad()
+def test_predictor_says_when_the_scratch_disk_fails(tmp_path, monkeypatch):
+    def no_space(self, tensor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ScratchFile, "put", no_space)
+    _, hazy, _ = synthetic_hazy(100, 120, seed=6)
+    notices: list[str] = []
+    settings = TileSettings(tile=64, overlap=16, stats_pixels=40 * 40, reuse_memory=0, max_disk=2**30)
+    result = DehazePredictor(_tiny(), CPU, tiling=settings, on_notice=notices.append)(image_to_tensor(hazy))
+    assert result.shape == (1, 3, 100, 120) and any("cannot write the scratch file" in n for n in notices)

@@ -301,6 +301,7 @@ class Predictor(ImageModel):
                 progress=progress,
                 reuse_bytes=self._reuse_bytes(),
                 scratch_bytes=self._scratch_bytes(),
+                on_notice=self._notice,
                 out=None if result is None else result[i : i + 1],
             )
             if result is None:

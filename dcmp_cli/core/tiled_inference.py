@@ -211,6 +211,8 @@ class ReuseOutputs:
     first batch) fits ``max_bytes`` and the room of ``scratch`` together is used, else the
     last one for as many batches as fit (the others recompute). Copies live on ``store``
     while ``max_bytes`` lasts, then in ``scratch`` (on disk); ``pixels``: all tiles' area.
+    A scratch file that cannot be written (a full disk) takes no more: the batch being
+    kept and later ones recompute, and ``on_notice`` is told once.
     Use :meth:`recording` around the sweep and :meth:`replaying` around the final tiles,
     calling :meth:`batch` before each forward pass.
     """
@@ -223,12 +225,15 @@ class ReuseOutputs:
         pixels: int,
         store: torch.device,
         scratch: ScratchFile | None = None,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         modules = dict(model.named_modules())
         room = max_bytes + (scratch.max_bytes if scratch is not None else 0)
         self.plans = [plan for plan in plans if all(name in modules for name in plan)] if room > 0 else []
         self.modules = {name: modules[name] for plan in self.plans for name in plan}
         self.max_bytes, self.pixels, self.store, self.scratch = max_bytes, pixels, store, scratch
+        self.on_notice = on_notice
+        self._writable = True
         self.plan: ReusePlan | None = None
         self.kept: dict[int, dict[str, _Kept]] = {}
         self._batch = 0
@@ -245,9 +250,17 @@ class ReuseOutputs:
         """(keep, the scratch file when it goes to disk) for a batch of ``size`` bytes: memory first."""
         if self.bytes + size <= self.max_bytes:
             return True, None
-        if self.scratch is not None and self.scratch.fits(size):
+        if self.scratch is not None and self._writable and self.scratch.fits(size):
             return True, self.scratch
         return False, None
+
+    def _scratch_failed(self, error: OSError) -> None:
+        """Writing to the scratch file failed: the batch being kept is dropped, the disk is not used again."""
+        self.kept.pop(self._batch, None)
+        self._taking = self._park_to = None
+        self._writable = False  # what is on it already stays readable
+        if self.on_notice is not None:
+            self.on_notice(f"cannot write the scratch file ({error}); the remaining tiles compute their features again")
 
     def batch(self, index: int, pixels: int = 0) -> None:
         """Before each forward pass: the tile batch it runs (numbered alike in both passes) and its area."""
@@ -280,7 +293,11 @@ class ReuseOutputs:
         if keep:
             entries = {name: first[name].narrowed(plan[name]) for name in plan}
             if scratch is not None:
-                entries = {name: kept.parked(scratch) for name, kept in entries.items()}
+                try:
+                    entries = {name: kept.parked(scratch) for name, kept in entries.items()}
+                except OSError as error:
+                    self._scratch_failed(error)
+                    return
             self.kept[self._batch] = entries
 
     @contextmanager
@@ -306,7 +323,12 @@ class ReuseOutputs:
                         self.plans, self._taking = [], None
                         self.kept.clear()
                     else:
-                        entries[name] = _keep(output, self._taking[name], self.store, self._park_to)
+                        try:
+                            entries[name] = _keep(output, self._taking[name], self.store, self._park_to)
+                        except OSError as error:
+                            if self._park_to is None:
+                                raise
+                            self._scratch_failed(error)
                 return output
 
             return record
@@ -457,6 +479,7 @@ def tiled_forward(
     reuse: Sequence[ReusePlan] | None = None,
     scratch_bytes: int = 0,
     scratch_dir: str | os.PathLike[str] | None = None,
+    on_notice: Callable[[str], None] | None = None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``network`` on ``image`` (1, 3, H, W, network range) tile by tile, with image-global statistics.
@@ -470,7 +493,8 @@ def tiled_forward(
     recomputing them (:class:`ReuseOutputs`; kept on the CPU unless the image is on the
     CPU or the meta device; 0 = none), by ``reuse`` plans (default :func:`reuse_plans`);
     beyond it, up to ``scratch_bytes`` more in a temporary file in ``scratch_dir`` (None:
-    ``TMPDIR``; :class:`~dcmp_cli.core.scratch.ScratchFile`, deleted before returning).
+    ``TMPDIR``; :class:`~dcmp_cli.core.scratch.ScratchFile`, deleted before returning);
+    ``on_notice`` hears when that file cannot be written (the tiles then recompute).
     ``progress(done, total)`` counts the tiles of steps 2 and 3 together. Returns
     float32 (1, C_out, H, W) on the image's device, in ``out`` when given.
     """
@@ -498,7 +522,7 @@ def tiled_forward(
     plans = reuse_plans(model) if reuse is None else reuse
     on_disk = scratch_bytes if accumulates and image.device.type != "meta" else 0
     with ScratchFile(on_disk, scratch_dir) as scratch:
-        kept = ReuseOutputs(model, plans, reuse_bytes if accumulates else 0, pixels, store, scratch)
+        kept = ReuseOutputs(model, plans, reuse_bytes if accumulates else 0, pixels, store, scratch, on_notice)
         accumulated = accumulate_statistics(
             network,
             model,
