@@ -224,16 +224,20 @@ def parse_tiling(tile: str, overlap: int, max_memory: str | None, max_disk: str 
     text = tile.strip().lower()
     if text != "auto" and not text.isdigit():
         fail(f"--tile must be auto, 0 or a size in pixels, got {tile!r}")
-    try:
-        budget = parse_size(max_memory) if max_memory else None
-    except ValueError as e:
-        fail(f"--max-memory: {e}")
-    try:
-        disk = parse_size(max_disk) if max_disk else None
-    except ValueError as e:
-        fail(f"--max-disk: {e}")
+
+    def size_of(option: str, value: str | None) -> int | None:
+        try:
+            return parse_size(value) if value else None
+        except ValueError as e:
+            fail(f"{option}: {e}")
+
     size = None if text == "auto" else int(text)
-    return {"tile": size, "tile_overlap": overlap, "max_memory": budget, "max_disk": disk}
+    return {
+        "tile": size,
+        "tile_overlap": overlap,
+        "max_memory": size_of("--max-memory", max_memory),
+        "max_disk": size_of("--max-disk", max_disk),
+    }
 
 
 def announce_dehazer(requested: Method, dehazer: ImageModel) -> None:

@@ -228,8 +228,9 @@ class ReuseOutputs:
         on_notice: Callable[[str], None] | None = None,
     ) -> None:
         modules = dict(model.named_modules())
-        room = max_bytes + (scratch.max_bytes if scratch is not None else 0)
-        self.plans = [plan for plan in plans if all(name in modules for name in plan)] if room > 0 else []
+        #: Memory and disk together: what the plan is chosen by.
+        self.room = max_bytes + (scratch.max_bytes if scratch is not None else 0)
+        self.plans = [plan for plan in plans if all(name in modules for name in plan)] if self.room > 0 else []
         self.modules = {name: modules[name] for plan in self.plans for name in plan}
         self.max_bytes, self.pixels, self.store, self.scratch = max_bytes, pixels, store, scratch
         self.on_notice = on_notice
@@ -282,10 +283,9 @@ class ReuseOutputs:
         if set(first) != set(self.modules):
             self.plans = []  # the network did not call every planned module: reuse nothing
             return
-        room = self.max_bytes + (self.scratch.max_bytes if self.scratch is not None else 0)
         for plan in self.plans:
             size = sum(first[name].narrowed(plan[name]).bytes for name in plan)
-            if size * self.pixels / pixels <= room:
+            if size * self.pixels / pixels <= self.room:
                 break
         self.plan = plan
         self._bytes_per_pixel = size / pixels
