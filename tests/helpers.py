@@ -87,3 +87,25 @@ def tiny_train_config(data: Path, device: str = "cpu", **values):
         deterministic=True,
     )
     return build_config(None, {**base, **values})
+
+
+def random_tiny(seed: int = 0):
+    """A randomly initialised ``dcmpnet-tiny`` dehazing network in eval mode (seeded)."""
+    import torch
+
+    from dcmp_cli.models import create_model
+
+    torch.manual_seed(seed)
+    return create_model("dcmpnet-tiny").eval()
+
+
+def model_image(model):
+    """The dehazing network as a tile function: (N, 3, h, w) -> its restored image."""
+    return lambda t: model(t).image
+
+
+def guide_runs(model) -> list[int]:
+    """A list that grows by one each time ``model``'s guide UNet runs (once per network pass it does not skip)."""
+    runs: list[int] = []
+    model.guide_unet.inc.register_forward_hook(lambda *_: runs.append(1))
+    return runs

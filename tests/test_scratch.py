@@ -14,9 +14,8 @@ from dcmp_cli.core.scratch import ScratchFile, _file_system, _is_channels_last, 
 from dcmp_cli.core.tiled_inference import tiled_forward
 from dcmp_cli.core.tiling import plan_tiles
 from dcmp_cli.data.image_io import image_to_tensor
-from dcmp_cli.models import create_model
 
-from helpers import synthetic_hazy
+from helpers import guide_runs, model_image, random_tiny, synthetic_hazy
 
 CPU = torch.device("cpu")
 
@@ -91,27 +90,16 @@ def test_no_scratch_room_in_a_folder_kept_in_memory(tmp_path, monkeypatch):
     assert scratch_capacity(tmp_path / "missing") == 0
 
 
-def _tiny(seed: int = 3) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return create_model("dcmpnet-tiny").eval()
-
-
-def _guide_runs(model) -> list[int]:
-    runs: list[int] = []
-    model.guide_unet.inc.register_forward_hook(lambda *_: runs.append(1))
-    return runs
-
-
 @torch.no_grad()
 @pytest.mark.parametrize("memory_tiles", [0, 2])
 def test_reuse_spilled_to_disk_gives_the_same_image(tmp_path, memory_tiles):
     """Features beyond the reuse memory go to the scratch file: every tile reuses, bit for bit."""
-    model = _tiny()
-    network = lambda t: model(t).image  # noqa: E731
+    model = random_tiny(3)
+    network = model_image(model)
     x = torch.rand(1, 3, 100, 120) * 2 - 1
     tiles = len(plan_tiles(100, 120, 64, 16))
     recomputed = tiled_forward(network, model, x, 64, 16, stats_pixels=40 * 40)
-    runs = _guide_runs(model)
+    runs = guide_runs(model)
     everything = tiled_forward(network, model, x, 64, 16, stats_pixels=40 * 40, reuse_bytes=2**30)
     assert len(runs) == 1 + tiles and torch.equal(everything, recomputed)
     runs.clear()
@@ -146,16 +134,17 @@ def test_predictor_uses_scratch_disk_on_the_cpu_unless_told_not_to(tmp_path, mon
     settings = {"tile": 64, "overlap": 16, "stats_pixels": 40 * 40, "reuse_memory": 0}
     results, counts = [], []
     for max_disk in (None, 0):
-        predictor = DehazePredictor(_tiny(), CPU, tiling=TileSettings(**settings, max_disk=max_disk))
+        predictor = DehazePredictor(random_tiny(3), CPU, tiling=TileSettings(**settings, max_disk=max_disk))
         assert predictor._scratch_bytes() == (scratch_capacity(tmp_path) if max_disk is None else 0)
-        runs = _guide_runs(predictor.model)
+        runs = guide_runs(predictor.model)
         results.append(predictor(image))
         counts.append(len(runs))
     tiles = len(plan_tiles(100, 120, 64, 16))
     if scratch_capacity(tmp_path) > 0:
         assert counts == [1 + tiles, 1 + 2 * tiles]
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-6)
-    in_memory = DehazePredictor(_tiny(), CPU, tiling=TileSettings(**{**settings, "reuse_memory": 2**30}, max_disk=0))
+    in_memory_settings = TileSettings(**{**settings, "reuse_memory": 2**30}, max_disk=0)
+    in_memory = DehazePredictor(random_tiny(3), CPU, tiling=in_memory_settings)
     assert torch.equal(results[0], in_memory(image))  # the fast path's channels-last features come back as kept
     assert list(tmp_path.iterdir()) == []
 
@@ -175,8 +164,8 @@ def test_loader_passes_the_scratch_disk_on(tiny_dehaze_ckpt):
 @pytest.mark.parametrize("good_writes", [0, 15])
 def test_a_full_scratch_disk_falls_back_to_recomputing(tmp_path, monkeypatch, good_writes):
     """A write that fails (no space left) drops that tile's features; the rest recompute; the image is unchanged."""
-    model = _tiny()
-    network = lambda t: model(t).image  # noqa: E731
+    model = random_tiny(3)
+    network = model_image(model)
     x = torch.rand(1, 3, 100, 120) * 2 - 1
     tiles = len(plan_tiles(100, 120, 64, 16))
     recomputed = tiled_forward(network, model, x, 64, 16, stats_pixels=40 * 40)
@@ -190,7 +179,7 @@ def test_a_full_scratch_disk_falls_back_to_recomputing(tmp_path, monkeypatch, go
 
     monkeypatch.setattr(ScratchFile, "put", failing_put)
     notices: list[str] = []
-    runs = _guide_runs(model)
+    runs = guide_runs(model)
     spill = {"scratch_bytes": 2**30, "scratch_dir": tmp_path, "on_notice": notices.append}
     result = tiled_forward(network, model, x, 64, 16, stats_pixels=40 * 40, **spill)
     assert torch.equal(result, recomputed)
@@ -212,5 +201,5 @@ def test_predictor_says_when_the_scratch_disk_fails(tmp_path, monkeypatch):
     _, hazy, _ = synthetic_hazy(100, 120, seed=6)
     notices: list[str] = []
     settings = TileSettings(tile=64, overlap=16, stats_pixels=40 * 40, reuse_memory=0, max_disk=2**30)
-    result = DehazePredictor(_tiny(), CPU, tiling=settings, on_notice=notices.append)(image_to_tensor(hazy))
+    result = DehazePredictor(random_tiny(3), CPU, tiling=settings, on_notice=notices.append)(image_to_tensor(hazy))
     assert result.shape == (1, 3, 100, 120) and any("cannot write the scratch file" in n for n in notices)

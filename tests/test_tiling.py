@@ -46,7 +46,7 @@ from dcmp_cli.models.global_stats import (
     global_statistics,
 )
 
-from helpers import synthetic_hazy
+from helpers import guide_runs, model_image, random_tiny, synthetic_hazy
 
 CPU = torch.device("cpu")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -430,15 +430,10 @@ def test_tile_cores_partition_the_network_extent(size, tile, overlap):
     assert (count == 1).all()
 
 
-def _random_tiny(seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    return create_model("dcmpnet-tiny").eval()
-
-
 @torch.no_grad()
 def test_accumulated_moments_equal_one_pass_over_the_whole_input():
     """Summing moments over windows that partition the input gives every statistic of one pass, exactly."""
-    model = _random_tiny()
+    model = random_tiny()
     x = torch.rand(1, 3, 96, 128) * 2 - 1
     with global_statistics(model, RecordStats()) as recorder:
         model(x)
@@ -460,7 +455,7 @@ def test_accumulated_moments_equal_one_pass_over_the_whole_input():
 
 @torch.no_grad()
 def test_accumulation_stops_after_the_last_chosen_statistic():
-    model = _random_tiny()
+    model = random_tiny()
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with global_statistics(model, RecordStats()) as recorder:
         model(x)
@@ -491,7 +486,7 @@ class _CountingStats(StatsPolicy):
 
 @torch.no_grad()
 def test_tiled_forward_sweeps_only_when_the_statistics_pass_is_downscaled():
-    model = _random_tiny(1)
+    model = random_tiny(1)
     x = torch.rand(1, 3, 150, 170) * 2 - 1
     seen = []
     calls = []
@@ -524,14 +519,10 @@ def test_tiled_forward_sweeps_only_when_the_statistics_pass_is_downscaled():
     assert policy.calls == {key: 1 for key in recorder.values}  # a video policy decides each value once
 
 
-def model_image(model):
-    return lambda t: model(t).image
-
-
 @torch.no_grad()
 def test_full_resolution_instance_norms_bring_tiles_closer_to_the_whole_image():
     """With statistics from a small downscaled pass only, tiles drift; the accumulated instance norms pull them back."""
-    model = _random_tiny(2)
+    model = random_tiny(2)
     for module in model.cross_scale.modules():  # stronger weights: make the fusion's statistics matter
         if isinstance(module, torch.nn.Conv2d):
             module.weight.mul_(4.0)
@@ -563,20 +554,14 @@ def test_batched_tiles_give_the_same_image_as_single_tiles():
 # -- the final tiles reuse the sweep's features ------------------------------------------
 
 
-def _guide_runs(model) -> list[int]:
-    runs: list[int] = []
-    model.guide_unet.inc.register_forward_hook(lambda *_: runs.append(1))
-    return runs
-
-
 @torch.no_grad()
 @pytest.mark.parametrize("plans", [None, [DEHAZE_REUSE_PRIORS], [DEHAZE_REUSE_ENCODER]])
 def test_final_tiles_reusing_the_sweep_give_the_same_image(plans):
     """Reused features are those the final tiles would compute: same output, the priors run once per tile."""
-    model = _random_tiny(3)
+    model = random_tiny(3)
     x = torch.rand(1, 3, 100, 120) * 2 - 1
     tiles = len(plan_tiles(100, 120, 64, 16))
-    runs = _guide_runs(model)
+    runs = guide_runs(model)
     recomputed = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40)
     assert len(runs) == 1 + 2 * tiles  # statistics pass, sweep, final tiles
     runs.clear()
@@ -588,7 +573,7 @@ def test_final_tiles_reusing_the_sweep_give_the_same_image(plans):
 
 @torch.no_grad()
 def test_reuse_beyond_its_memory_recomputes_the_rest():
-    model = _random_tiny(3)
+    model = random_tiny(3)
     x = torch.rand(1, 3, 100, 120) * 2 - 1
     tiles = len(plan_tiles(100, 120, 64, 16))
     recomputed = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40)
@@ -607,7 +592,7 @@ def test_reuse_beyond_its_memory_recomputes_the_rest():
     )
     assert reuse.plan is DEHAZE_REUSE_ENCODER
     per_tile = reuse.bytes  # one full 64×64 tile, everything upstream of the instance norms
-    runs = _guide_runs(model)
+    runs = guide_runs(model)
     partial = tiled_forward(model_image(model), model, x, 64, 16, stats_pixels=40 * 40, reuse_bytes=per_tile)
     assert 1 + tiles < len(runs) < 1 + 2 * tiles  # the priors plan, for the tiles it had room for
     assert torch.equal(partial, recomputed)
